@@ -1,0 +1,3 @@
+from mtpb.cli import main
+
+main()

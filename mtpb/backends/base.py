@@ -1,0 +1,58 @@
+"""The backend protocol: a list of requests in, one completion string per request out."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Settings shared by every request of a run."""
+    temperature: float = 0.0          # 0 means greedy
+    top_p: float = 0.95
+    mode: str = "multi"               # multi | single | chat; decides the stop rule (prompts.is_finished)
+    stop: tuple[str, ...] = ()        # literal stop strings for servers that take only literals
+
+
+@dataclass(frozen=True)
+class Request:
+    """One model call: the context so far plus where it belongs in the run."""
+    context: str                      # the full text context (multi/single); the program so far (chat)
+    max_tokens: int
+    seed: int                         # per (run seed, problem, test, sample): reproducible whatever the batching
+    problem_id: int = 0
+    test_index: int = 0
+    sample_index: int = 0
+    turn_index: int = 0
+    solution: str | None = None       # the rendered reference solution of this turn, when the problem has one
+    messages: tuple[dict, ...] = field(default=())  # chat mode: the conversation so far, ending with the user turn
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Backends take their own options as constructor keywords (`-B key=value`), strings included.
+
+    generate() returns one raw completion per request, in order; the runner truncates them.
+    preferred_batch_size tells the runner how many sequences to keep in flight.
+    """
+    preferred_batch_size: int
+
+    def generate(self, requests: list[Request], params: SamplingParams) -> list[str]: ...
+
+    def describe(self) -> dict:
+        """Facts for run.json: at least `model`; `parameters` (count) where known."""
+        ...
+
+
+class BackendError(Exception):
+    """A backend cannot go on (bad option, missing model, server refused): shown without a traceback."""
+
+
+def parse_bool(value, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(value).lower() in ("0", "false", "no", "off"):
+        return False
+    raise BackendError(f"-B {name}={value}: expected true or false")

@@ -1,0 +1,370 @@
+"""The `mtpb` command line. Heavy modules (torch, docker, pandas-based reports) load only when used."""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _user_errors():
+    from mtpb.backends.base import BackendError
+    from mtpb.problems import ProblemError
+    from mtpb.rundir import RunDirError
+    from mtpb.sandboxes.base import SandboxUnavailable
+    errors = (BackendError, ProblemError, RunDirError, SandboxUnavailable)
+    try:
+        from mtpb.aggregate import RunDataError
+        errors += (RunDataError,)
+    except ImportError:
+        pass
+    return errors
+
+
+def friendly(fn):
+    """Known user errors print as one clear message (no traceback) and exit 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _user_errors() as e:
+            for line in str(e).splitlines() or [type(e).__name__]:
+                console.print(f"[red]error:[/red] {line}", highlight=False, markup=True, soft_wrap=True)
+            sys.exit(2)
+    return wrapper
+
+
+class Progress:
+    """A rich progress bar over programs; the runner calls start() then advance()."""
+
+    def __init__(self, label: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TimeElapsedColumn, \
+            TimeRemainingColumn, TextColumn
+        self.bar = Bar(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TimeRemainingColumn(), console=console, transient=False)
+        self.task = None
+
+    def start(self, total: int, done: int):
+        self.bar.start()
+        self.task = self.bar.add_task("", total=total, completed=done)
+
+    def advance(self, count: int):
+        self.bar.advance(self.task, count)
+
+    def stop(self):
+        self.bar.stop()
+
+
+@click.group()
+@click.version_option(package_name="mtpb")
+def main():
+    """mtpb: multi-turn program synthesis benchmarks (MTPB, from the CodeGen paper)."""
+
+
+# ---------------------------------------------------------------------------- problems
+@main.group()
+def problems():
+    """List, show, create, validate and import problem sets."""
+
+
+@problems.command("list")
+@click.argument("paths", nargs=-1)
+@friendly
+def problems_list(paths):
+    """The problem sets (default: the bundled suite)."""
+    from mtpb.problems import load_problems
+    table = Table("id", "name", "category", "turns", "max_gen_length")
+    for p in load_problems(paths or None):
+        table.add_row(str(p.id), p.name, p.category, str(len(p.turns)), str(p.max_gen_length))
+    out.print(table)
+
+
+@problems.command("show")
+@click.argument("problem_id", type=int)
+@click.option("--problems", "paths", multiple=True, help="Problem files or folders (default: the suite).")
+@friendly
+def problems_show(problem_id, paths):
+    """One problem set: its turns, rendered for its first test, and its tests."""
+    from mtpb.problems import ProblemError, load_problems
+    found = [p for p in load_problems(paths or None) if p.id == problem_id]
+    if not found:
+        raise ProblemError([f"no problem set with id {problem_id}: see `mtpb problems list`"])
+    p = found[0]
+    out.print(f"[bold]{p.id}. {p.name}[/bold]  ({p.category}, {len(p.turns)} turns, max_gen_length {p.max_gen_length})")
+    out.print(p.description, highlight=False)
+    out.print(f"[dim]{p.path}[/dim]")
+    first = p.tests[0]
+    solutions = p.solutions(first) or [None] * len(p.turns)
+    for i, (prompt, solution) in enumerate(zip(p.prompts(first), solutions), start=1):
+        out.print(f"\n[cyan]turn {i}[/cyan]: {prompt}", highlight=False)
+        if solution:
+            out.print(solution, highlight=False, markup=False)
+    table = Table("test", "inputs", "output")
+    for i, t in enumerate(p.tests, start=1):
+        table.add_row(str(i), repr(t.inputs), repr(t.output))
+    out.print(table)
+
+
+@problems.command("new")
+@click.argument("name")
+@click.option("--dir", "directory", default="problems", show_default=True, help="Where to write the file.")
+@friendly
+def problems_new(name, directory):
+    """Write a template problem set with the next free id."""
+    from mtpb.problems import ProblemError, problem_files, slugify
+    from mtpb.problems import FILE_NAME
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = [int(m.group(1)) for f in problem_files([folder]) if (m := FILE_NAME.match(f.name))]
+    pid = max(ids, default=0) + 1
+    path = folder / f"{pid:03d}-{slugify(name)}.yaml"
+    if path.exists():
+        raise ProblemError([f"{path} exists already"])
+    path.write_text(TEMPLATE.format(id=pid, name=name), encoding="utf-8")
+    out.print(f"wrote {path}: edit it, then `mtpb problems validate --execute {path}`")
+
+
+TEMPLATE = """id: {id}
+name: {name}
+category: string            # string | math | array | algorithm | data science | dict | class
+description: One sentence on the whole intent.
+max_gen_length: 128
+turns:
+  - prompt: Assign the string "{{text}}" to a variable named "raw".
+    solution: raw = {{text}}
+  - prompt: Print "raw" reversed.
+    solution: print(raw[::-1])
+tests:
+  - inputs: {{text: abc}}
+    output: cba
+  - inputs: {{text: a}}
+    output: a
+  - inputs: {{text: ""}}
+    output: ""
+  - inputs: {{text: abba}}
+    output: abba
+  - inputs: {{text: "h\u00e9llo"}}
+    output: "oll\u00e9h"
+"""
+
+
+@problems.command("validate")
+@click.argument("paths", nargs=-1)
+@click.option("--execute", is_flag=True, help="Also run every reference program and check its output.")
+@click.option("--sandbox", default="auto", show_default=True, type=click.Choice(["auto", "docker", "process"]))
+@click.option("--workers", default=2, show_default=True)
+@friendly
+def problems_validate(paths, execute, sandbox, workers):
+    """Check problem files strictly; with --execute, run the reference solutions."""
+    from mtpb.problems import ProblemError, load_problems
+    try:
+        loaded = load_problems(paths or None)
+    except ProblemError as e:
+        for line in e.errors:
+            console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+        console.print(f"[red]{len(e.errors)} error(s)[/red]")
+        sys.exit(1)
+    out.print(f"{len(loaded)} problem sets are well-formed")
+    if not execute:
+        return
+    from mtpb.sandboxes import open_sandbox
+    from mtpb.validate import execute_references
+    box = open_sandbox(sandbox, workers=workers, warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+    try:
+        report = execute_references(loaded, box)
+    finally:
+        box.close()
+    for line in report["failures"]:
+        console.print(f"[red]fail:[/red] {line}", highlight=False, soft_wrap=True)
+    if report["unexecutable"]:
+        out.print(f"could not execute {len(report['unexecutable'])} problem set(s) (no reference solutions): "
+                  + ", ".join(map(str, report["unexecutable"])))
+    out.print(f"{report['passed']} of {report['programs']} test programs pass")
+    if report["failures"]:
+        sys.exit(1)
+
+
+@problems.command("import")
+@click.argument("original", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@friendly
+def problems_import(original, out_dir):
+    """Convert the original MTPB release (mtpb.jsonl) into YAML problem sets."""
+    from mtpb.importer import import_original
+    written = import_original(Path(original), Path(out_dir))
+    out.print(f"imported {len(written)} problem sets into {out_dir}")
+
+
+@problems.command("stats")
+@click.argument("paths", nargs=-1)
+@friendly
+def problems_stats(paths):
+    """The suite's shape: categories, turns, tests, output types, libraries, max_gen_length."""
+    from mtpb.problems import load_problems
+    from mtpb.stats import suite_stats
+    stats = suite_stats(load_problems(paths or None))
+    for title, counts in stats.items():
+        table = Table(title, "count", title_justify="left")
+        for key, value in counts.items():
+            table.add_row(str(key), str(value))
+        out.print(table)
+
+
+# ---------------------------------------------------------------------------- run / execute
+def _options(pairs) -> dict:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: write -B key=value", param_hint="-B")
+        options[key.strip().replace("-", "_")] = value
+    return options
+
+
+@main.command()
+@click.option("--backend", required=True, help="reference, replay, codegen, transformers, openai, or a plugin.")
+@click.option("--model", default=None, help="Checkpoint folder, hub id or served model name.")
+@click.option("-B", "backend_options", multiple=True, metavar="KEY=VALUE", help="A backend option (repeatable).")
+@click.option("--mode", default="multi", show_default=True, type=click.Choice(["multi", "single", "chat"]))
+@click.option("--n", default=1, show_default=True, type=click.IntRange(1), help="Samples per test case.")
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0))
+@click.option("--top-p", default=0.95, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--ids", default=None, help="Problem ids, e.g. 1,4,7-9 (default: all).")
+@click.option("--max-gen-length", default=None, type=click.IntRange(1), help="Tokens per turn for every problem.")
+@click.option("--sandbox", default="auto", show_default=True, type=click.Choice(["auto", "docker", "process"]))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1), help="Seconds per program.")
+@click.option("--scoring", default="mtpb", show_default=True, type=click.Choice(["mtpb", "original"]))
+@click.option("--batch-size", default=None, type=click.IntRange(1), help="Sequences per backend call.")
+@click.option("--problems", "problem_paths", multiple=True, help="Problem files or folders (default: the suite).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="The run directory (resumable).")
+@friendly
+def run(backend, model, backend_options, mode, n, temperature, top_p, seed, ids, max_gen_length, sandbox,
+        workers, timeout, scoring, batch_size, problem_paths, out):
+    """Generate programs turn by turn, execute them, and score them into a run directory."""
+    from mtpb.backends import create_backend
+    from mtpb.problems import ProblemError, load_problems, parse_ids
+    from mtpb.runner import RunConfig, Runner
+    from mtpb.sandboxes import Limits, open_sandbox
+    try:
+        wanted = parse_ids(ids)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--ids")
+    suite = [p for p in load_problems(problem_paths or None) if wanted is None or p.id in wanted]
+    if not suite:
+        raise ProblemError([f"no problem set matches --ids {ids}"])
+    config = RunConfig(backend=backend, model=model, mode=mode, n=n, temperature=temperature, top_p=top_p,
+                       seed=seed, max_gen_length=max_gen_length, scoring=scoring, batch_size=batch_size)
+    model_backend = create_backend(backend, model, _options(backend_options))
+    box = open_sandbox(sandbox, workers=workers, limits=Limits(timeout=timeout),
+                       warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+    progress = Progress(f"{backend} {mode}")
+    try:
+        summary = Runner(config, Path(out), model_backend, box, suite, progress).run()
+    finally:
+        progress.stop()
+        box.close()
+    _print_headline(summary, out)
+
+
+def _print_headline(summary: dict, run_dir: str):
+    rate = summary.get("pass_rate")
+    ks = "  ".join(f"{k} {v:.2f}%" for k, v in summary.get("pass_at_k", {}).items())
+    out.print(f"pass rate {rate:.2f}% over {summary['n_problems']} problems, {summary['n_programs']} programs"
+              + (f"  ({ks})" if ks else "") + f"  -> {run_dir}")
+
+
+@main.command()
+@click.argument("samples", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--sandbox", default="auto", show_default=True, type=click.Choice(["auto", "docker", "process"]))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1))
+@click.option("--scoring", default=None, type=click.Choice(["mtpb", "original"]),
+              help="Default: original for the original sampler's files, mtpb for ours.")
+@click.option("--problems", "problem_paths", multiple=True, help="Problem sets for our samples files.")
+@friendly
+def execute(samples, out, sandbox, workers, timeout, scoring, problem_paths):
+    """Score a samples file (ours or the original sampler's); results in input order."""
+    from mtpb.execute import execute_file
+    from mtpb.problems import load_problems
+    from mtpb.sandboxes import Limits, open_sandbox
+    try:
+        problems = {p.id: p for p in load_problems(problem_paths or None)}
+    except Exception:  # scoring the original sampler's files needs no problem sets
+        problems = {}
+    box = open_sandbox(sandbox, workers=workers, limits=Limits(timeout=timeout),
+                       warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+    progress = Progress("execute")
+    try:
+        report = execute_file(Path(samples), Path(out), box, problems, scoring, progress)
+    finally:
+        progress.stop()
+        box.close()
+    for line in report["bad_lines"]:
+        console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    out.print(f"results in {report['results']}")
+    if report["bad_lines"]:
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------------- reports
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--output", default="report.html", show_default=True)
+@click.option("--problems", "problem_paths", multiple=True)
+@friendly
+def report(runs, output, problem_paths):
+    """One self-contained HTML report comparing runs."""
+    from mtpb.report import write_report
+    facts = write_report(list(runs), output, list(problem_paths) or None)
+    for warning in facts.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    out.print(f"wrote {facts.get('path', output)}")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--problems", "problem_paths", multiple=True)
+@friendly
+def summary(runs, problem_paths):
+    """The headline table of one or more runs."""
+    from mtpb.report import print_summary
+    print_summary(list(runs), out, list(problem_paths) or None)
+
+
+# ---------------------------------------------------------------------------- sandbox
+@main.group()
+def sandbox():
+    """Build, check and clean the docker sandbox."""
+
+
+@sandbox.command("check")
+@click.option("--sandbox", "name", default="auto", show_default=True, type=click.Choice(["auto", "docker", "process"]))
+@friendly
+def sandbox_check(name):
+    """Run canary programs and show that the limits hold."""
+    from mtpb.sandboxes import open_sandbox
+    from mtpb.sandboxes.check import run_checks
+    box = open_sandbox(name, workers=1, warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+    try:
+        rows = run_checks(box)
+    finally:
+        box.close()
+    table = Table("check", "expected", "got", "ok", title=f"sandbox: {box.name}")
+    for row in rows:
+        table.add_row(row["check"], row["expected"], row["got"], "[green]yes[/green]" if row["ok"] else "[red]NO[/red]")
+    out.print(table)
+    if not all(r["ok"] for r in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

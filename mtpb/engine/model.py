@@ -1,0 +1,220 @@
+"""The CodeGen decoder (GPT-J family) with a static KV cache, numerically following transformers'
+CodeGenForCausalLM: parallel attention and MLP off one LayerNorm, interleaved rotary embedding on the
+first rotary_dim dimensions of each head, gelu_new, lm_head with a bias, attention scores in fp32.
+
+Parameter names are Hugging Face's, so a checkpoint's state dict loads as is, with one exception:
+the fused qkv_proj weight is stored here as plain [q; k; v] rows (see qkv_from_hf), which turns
+CodeGen's 4-shard (q, v, k) interleaving into one free split at run time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MP_NUM = 4  # CodeGen was trained on 4 model-parallel shards; the fused qkv rows still follow them
+
+
+@dataclass(frozen=True)
+class CodeGenConfig:
+    vocab_size: int = 51200
+    n_positions: int = 2048
+    n_embd: int = 1024
+    n_layer: int = 20
+    n_head: int = 16
+    rotary_dim: int | None = 32
+    n_inner: int | None = None
+    layer_norm_epsilon: float = 1e-5
+    activation_function: str = "gelu_new"
+    bos_token_id: int = 50256
+    eos_token_id: int = 50256
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def inner_dim(self) -> int:
+        return self.n_inner or 4 * self.n_embd
+
+    @property
+    def rotary(self) -> int:
+        return self.rotary_dim or self.head_dim
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CodeGenConfig":
+        if d.get("model_type", "codegen") != "codegen":
+            raise ValueError(f"not a CodeGen checkpoint (model_type {d.get('model_type')!r})")
+        eos = d.get("eos_token_id", 50256)
+        eos = eos[0] if isinstance(eos, list) else eos
+        fields = {k: d[k] for k in cls.__dataclass_fields__ if d.get(k) is not None}
+        fields["eos_token_id"] = eos if eos is not None else 50256
+        cfg = cls(**fields)
+        if cfg.n_embd % cfg.n_head or cfg.n_embd % MP_NUM:
+            raise ValueError(f"n_embd {cfg.n_embd} must divide by n_head {cfg.n_head} and by {MP_NUM}")
+        return cfg
+
+    def to_hf_dict(self, dtype: str = "float32") -> dict:
+        """config.json as transformers writes it for CodeGenForCausalLM."""
+        return {
+            "architectures": ["CodeGenForCausalLM"], "model_type": "codegen",
+            "vocab_size": self.vocab_size, "n_positions": self.n_positions, "n_ctx": self.n_positions,
+            "n_embd": self.n_embd, "n_layer": self.n_layer, "n_head": self.n_head,
+            "rotary_dim": self.rotary_dim, "n_inner": self.n_inner,
+            "activation_function": self.activation_function, "layer_norm_epsilon": self.layer_norm_epsilon,
+            "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "initializer_range": 0.02,
+            "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id,
+            "tie_word_embeddings": False, "use_cache": True, "torch_dtype": dtype, "dtype": dtype,
+        }
+
+
+def qkv_from_hf(weight: torch.Tensor, n_embd: int) -> torch.Tensor:
+    """HF fused rows (4 shards x [q, v, k] x local) -> [q; k; v], each in head order."""
+    local = n_embd // MP_NUM
+    w = weight.reshape(MP_NUM, 3, local, -1)            # (shard, q/v/k, local, n_embd)
+    q, v, k = w[:, 0], w[:, 1], w[:, 2]                  # (shard, local, n_embd): shard-major = head order
+    return torch.cat([q.reshape(n_embd, -1), k.reshape(n_embd, -1), v.reshape(n_embd, -1)])
+
+
+def qkv_to_hf(weight: torch.Tensor, n_embd: int) -> torch.Tensor:
+    """Inverse of qkv_from_hf, for saving a checkpoint that transformers reads."""
+    local = n_embd // MP_NUM
+    q, k, v = (t.reshape(MP_NUM, local, -1) for t in weight.split(n_embd))
+    return torch.stack([q, v, k], dim=1).reshape(3 * n_embd, -1)
+
+
+def rotary_tables(n_positions: int, dim: int, device=None) -> torch.Tensor:
+    """(n_positions, dim/2, 2) fp32 [cos, sin], computed exactly as transformers does."""
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.int64, device=device) / dim))
+    angles = torch.arange(n_positions, dtype=torch.int64, device=device).float()[:, None] * inv_freq
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos_sin: torch.Tensor, rot: int) -> torch.Tensor:
+    """Interleaved (GPT-J) rotation of pairs (x[2i], x[2i+1]) on the first `rot` dims, in fp32.
+    x: (B, L, n, D); cos_sin: (B, L, rot/2, 2)."""
+    xr = x[..., :rot].float().unflatten(-1, (rot // 2, 2))   # (B, L, n, rot/2, 2)
+    x0, x1 = xr[..., 0], xr[..., 1]
+    cos, sin = cos_sin[:, :, None, :, 0], cos_sin[:, :, None, :, 1]
+    rotated = torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], dim=-1).flatten(-2)
+    return torch.cat([rotated.to(x.dtype), x[..., rot:]], dim=-1)
+
+
+def gelu_new(x: torch.Tensor) -> torch.Tensor:
+    """transformers' gelu_new, 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), as one fused kernel."""
+    return F.gelu(x, approximate="tanh")
+
+
+@dataclass
+class CacheView:
+    """Where one forward pass reads and writes the static KV cache.
+
+    k, v: per-layer tensors (rows, H, T, D) already sliced to the rows of this batch.
+    write_pos: (B, L) cache position of each input token (padding goes to a sink position).
+    mask: (B, 1, L, key_len) bool, True = may attend; None when plain causal attention over
+    key_len keys is right (one row, or every row at the same position).
+    """
+    k: list[torch.Tensor]
+    v: list[torch.Tensor]
+    write_pos: torch.Tensor
+    key_len: int
+    mask: torch.Tensor | None
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: CodeGenConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.qkv_proj = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)   # rows [q; k; v]
+        self.out_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+
+    def forward(self, x, cos_sin, layer: int, cache: CacheView | None):
+        B, L, E = x.shape
+        H, D = self.cfg.n_head, self.cfg.head_dim
+        qkv = self.qkv_proj(x).view(B, L, 3 * H, D)
+        qk = apply_rotary(qkv[:, :, :2 * H], cos_sin, self.cfg.rotary)   # q and k rotated together
+        q = qk[:, :, :H].transpose(1, 2)                                   # (B, H, L, D)
+        k, v = qk[:, :, H:], qkv[:, :, 2 * H:]                             # (B, L, H, D)
+        if cache is None:   # training / plain scoring: causal self-attention over x alone
+            y = self._attend(q, k.transpose(1, 2), v.transpose(1, 2), None, causal=L > 1)
+        else:
+            kc, vc = cache.k[layer], cache.v[layer]                         # (B, H, T, D)
+            rows = torch.arange(B, device=x.device)[:, None]
+            kc[rows, :, cache.write_pos] = k                                # (B, L, H, D) into the slots
+            vc[rows, :, cache.write_pos] = v
+            n = cache.key_len
+            y = self._attend(q, kc[:, :, :n], vc[:, :, :n], cache.mask,
+                             causal=cache.mask is None and L > 1)
+        return self.out_proj(y.transpose(1, 2).reshape(B, L, E))
+
+    @staticmethod
+    def _attend(q, k, v, mask, causal: bool):
+        # Half-precision scores are accumulated and soft-maxed in fp32 inside SDPA's kernels (as in
+        # transformers' eager path, which upcasts); fp32 models stay fp32 throughout.
+        if causal and k.shape[2] != q.shape[2]:   # queries are the last L of the keys
+            n, L = k.shape[2], q.shape[2]
+            mask = torch.ones(L, n, dtype=torch.bool, device=q.device).tril(n - L)
+            causal = False
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: CodeGenConfig):
+        super().__init__()
+        self.fc_in = nn.Linear(cfg.n_embd, cfg.inner_dim)
+        self.fc_out = nn.Linear(cfg.inner_dim, cfg.n_embd)
+
+    def forward(self, x):
+        return self.fc_out(gelu_new(self.fc_in(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: CodeGenConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
+        self.attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos_sin, layer, cache):
+        h = self.ln_1(x)
+        return x + self.attn(h, cos_sin, layer, cache) + self.mlp(h)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: CodeGenConfig):
+        super().__init__()
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
+
+
+class CodeGen(nn.Module):
+    """CodeGenForCausalLM. forward() returns fp32 logits at the positions asked for."""
+
+    def __init__(self, cfg: CodeGenConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.transformer = Transformer(cfg)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size)
+        self.register_buffer("rope", rotary_tables(cfg.n_positions, cfg.rotary), persistent=False)
+
+    def reset_rotary(self) -> None:
+        """Recompute the rotary table (after building on the meta device and moving to a real one)."""
+        self.rope = rotary_tables(self.cfg.n_positions, self.cfg.rotary, device=self.lm_head.weight.device)
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor | None = None,
+                cache: CacheView | None = None, last: torch.Tensor | None = None) -> torch.Tensor:
+        """ids, positions: (B, L). last: (B,) index of the one position per row whose logits are
+        wanted (decode and prefill); None gives logits at every position (training, tests)."""
+        B, L = ids.shape
+        if positions is None:
+            positions = torch.arange(L, device=ids.device).expand(B, L)
+        cos_sin = self.rope[positions]                                     # (B, L, rot/2, 2) fp32
+        x = self.transformer.wte(ids)                                      # (B, L, E)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cos_sin, i, cache)
+        if last is not None:
+            x = x[torch.arange(B, device=ids.device), last][:, None]       # (B, 1, E)
+        return self.lm_head(self.transformer.ln_f(x)).float()              # (B, L or 1, V)

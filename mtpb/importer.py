@@ -1,0 +1,59 @@
+"""`mtpb problems import`: the original MTPB release (mtpb.jsonl) -> one YAML file per problem set.
+
+Prompts are kept verbatim: our placeholder syntax is str.format's for `{name}`, `{{` and `}}`, so
+every rendered prompt equals the original sampler's `prompt.format(**inputs)`. The release has no
+reference solutions; the YAML format allows turns without one. Where the release omits
+max_gen_length, the original sampler used 256, and so does the imported file.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mtpb.problems import ProblemError, dump_problem, parse_problem, slugify
+
+ORIGINAL_DEFAULT_MAX_GEN_LENGTH = 256
+REQUIRED = ("id", "name", "prompts", "inputs", "outputs")
+
+
+def convert(original: dict) -> dict:
+    return {
+        "id": int(original["id"]),
+        "name": original["name"],
+        "category": original.get("category", ""),
+        "description": original.get("description", ""),
+        "max_gen_length": int(original.get("max_gen_length", ORIGINAL_DEFAULT_MAX_GEN_LENGTH)),
+        "turns": [{"prompt": p} for p in original["prompts"]],
+        "tests": [{"inputs": i, "output": o} for i, o in zip(original["inputs"], original["outputs"])],
+    }
+
+
+def import_original(jsonl: Path, out_dir: Path) -> list[Path]:
+    """Write every problem; raise ProblemError naming each bad line (the good ones are still written)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written, errors = [], []
+    with open(jsonl, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                original = json.loads(line)
+                missing = [k for k in REQUIRED if k not in original]
+                if missing:
+                    raise ValueError(f"missing {', '.join(missing)}")
+                problem = convert(original)
+            except (ValueError, TypeError) as e:
+                errors.append(f"{jsonl}:{number}: not an MTPB problem line ({e}): fix or remove it")
+                continue
+            path = out_dir / f"{problem['id']:03d}-{slugify(problem['name'])}.yaml"
+            text = dump_problem(problem)
+            try:
+                parse_problem(text, str(path))
+            except ProblemError as e:
+                errors += [f"{jsonl}:{number}: converts to an invalid problem: {m}" for m in e.errors]
+                continue
+            path.write_text(text, encoding="utf-8")
+            written.append(path)
+    if errors:
+        raise ProblemError(errors)
+    return written

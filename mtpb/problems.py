@@ -1,0 +1,321 @@
+"""Problem sets: records, strict YAML loading with file:line errors, template rendering."""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtpb.paths import data_path
+
+CATEGORIES = ("string", "math", "array", "algorithm", "data science", "dict", "class")
+TOP_KEYS = {"id": int, "name": str, "category": str, "description": str, "max_gen_length": int,
+            "turns": list, "tests": list}
+REQUIRED = ("id", "name", "category", "turns", "tests")
+TURN_KEYS = {"prompt": str, "solution": str}
+TEST_KEYS = {"inputs": dict, "output": object}
+N_TESTS = 5
+DEFAULT_MAX_GEN_LENGTH = 128
+FILE_NAME = re.compile(r"^(\d{3,})-[a-z0-9][a-z0-9-]*\.yaml$")
+# `{{` and `}}` are escapes (as in str.format); `{name}` is a placeholder; any other brace is text.
+PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_]\w*)\}")
+
+
+@dataclass(frozen=True)
+class Turn:
+    prompt: str
+    solution: str | None = None
+
+
+@dataclass(frozen=True)
+class TestCase:
+    inputs: dict
+    output: Any
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: int
+    name: str
+    category: str
+    description: str
+    max_gen_length: int
+    turns: tuple[Turn, ...]
+    tests: tuple[TestCase, ...]
+    path: str = ""
+
+    def prompts(self, test: TestCase) -> list[str]:
+        return [render_prompt(t.prompt, test.inputs) for t in self.turns]
+
+    def solutions(self, test: TestCase) -> list[str] | None:
+        if any(t.solution is None for t in self.turns):
+            return None
+        return [render_solution(t.solution, test.inputs) for t in self.turns]
+
+
+class ProblemError(Exception):
+    """One or more validation errors, each already formatted as `file:line: message`."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def _render(template: str, inputs: dict, show) -> str:
+    def sub(m: re.Match) -> str:
+        if m.group(0) == "{{":
+            return "{"
+        if m.group(0) == "}}":
+            return "}"
+        name = m.group(1)
+        return show(inputs[name]) if name in inputs else m.group(0)
+    return PLACEHOLDER.sub(sub, template)
+
+
+def render_prompt(template: str, inputs: dict) -> str:
+    """The value as `str(value)`: equal to the original's `prompt.format(**inputs)`."""
+    return _render(template, inputs, str)
+
+
+def render_solution(template: str, inputs: dict) -> str:
+    """The value as its Python literal, so `raw = {text}` becomes `raw = 'abc'`."""
+    return _render(template, inputs, repr)
+
+
+def placeholders(template: str) -> set[str]:
+    return {m.group(1) for m in PLACEHOLDER.finditer(template) if m.group(1)}
+
+
+# ---------------------------------------------------------------- YAML with line numbers
+
+class _Errors:
+    def __init__(self, file: str):
+        self.file, self.items = file, []
+
+    def add(self, node_or_line, message: str):
+        line = node_or_line if isinstance(node_or_line, int) else node_or_line.start_mark.line + 1
+        self.items.append((line, f"{self.file}:{line}: {message}"))
+
+
+def _construct(node, errors: _Errors):
+    """Node tree -> Python values; duplicate keys are errors (PyYAML silently keeps the last)."""
+    if isinstance(node, yaml.MappingNode):
+        out, seen = {}, {}
+        for key_node, value_node in node.value:
+            key = _construct(key_node, errors)
+            try:
+                hash(key)
+            except TypeError:
+                errors.add(key_node, "a mapping key must be a plain value")
+                continue
+            if key in seen:
+                errors.add(key_node, f"duplicate key {key!r} (first at line {seen[key]}): remove one")
+                continue
+            seen[key] = key_node.start_mark.line + 1
+            out[key] = _construct(value_node, errors)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(n, errors) for n in node.value]
+    return yaml.constructor.SafeConstructor().construct_object(node)
+
+
+def _mapping_items(node):
+    """{key: (key_node, value_node)} of a mapping node, first occurrence kept."""
+    items = {}
+    for k, v in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.value not in items:
+            items[k.value] = (k, v)
+    return items
+
+
+def _type_name(t) -> str:
+    return {int: "an integer", str: "a string", list: "a list", dict: "a mapping"}.get(t, "a value")
+
+
+def _check_keys(node, allowed: dict, required, what: str, errors: _Errors) -> dict:
+    if not isinstance(node, yaml.MappingNode):
+        errors.add(node, f"{what} must be a mapping with keys {', '.join(allowed)}")
+        return {}
+    items = _mapping_items(node)
+    for key, (key_node, value_node) in items.items():
+        if key not in allowed:
+            errors.add(key_node, f"unknown key {key!r} in {what}: allowed keys are {', '.join(allowed)}")
+    for key in required:
+        if key not in items:
+            errors.add(node, f"{what} lacks the required key {key!r}")
+    return items
+
+
+def parse_problem(text: str, file: str = "<string>") -> Problem:
+    """Parse and validate one problem file; raise ProblemError listing every problem found."""
+    errors = _Errors(file)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise ProblemError([f"{file}:{line}: malformed YAML: {getattr(e, 'problem', None) or e}: "
+                            "fix the syntax (quote strings that contain ': ' or start with special characters)"])
+    if root is None:
+        raise ProblemError([f"{file}:1: the file is empty: start from `mtpb problems new NAME`"])
+    data = _construct(root, errors)
+    items = _check_keys(root, TOP_KEYS, REQUIRED, "a problem set", errors)
+    if errors.items:
+        raise ProblemError([m for _, m in sorted(errors.items)])
+
+    def get(key, default=None):
+        value = data.get(key, default)
+        expected = TOP_KEYS[key]
+        if key in data and (not isinstance(value, expected) or isinstance(value, bool)):
+            errors.add(items[key][1], f"{key!r} must be {_type_name(expected)}, not {type(value).__name__}")
+            return default
+        return value
+
+    pid = get("id", 0)
+    if pid is not None and pid <= 0 and "id" in items:
+        errors.add(items["id"][1], "'id' must be a positive integer")
+    category = get("category", "")
+    if category and category not in CATEGORIES:
+        errors.add(items["category"][1], f"unknown category {category!r}: use one of {', '.join(CATEGORIES)}")
+    max_gen_length = get("max_gen_length", DEFAULT_MAX_GEN_LENGTH)
+    if "max_gen_length" in items and not 1 <= max_gen_length <= 2048:
+        errors.add(items["max_gen_length"][1], "'max_gen_length' must be between 1 and 2048 tokens")
+    name = get("name", "")
+    if "name" in items and not name.strip():
+        errors.add(items["name"][1], "'name' must not be empty")
+
+    turns = []
+    turns_node = items["turns"][1]
+    for i, (turn, node) in enumerate(zip(get("turns", []), getattr(turns_node, "value", []))):
+        titems = _check_keys(node, TURN_KEYS, ("prompt",), f"turn {i + 1}", errors)
+        if not titems:
+            continue
+        for key in TURN_KEYS:
+            if key in turn and not isinstance(turn[key], str):
+                errors.add(titems[key][1], f"turn {i + 1}: {key!r} must be a string (quote it)")
+        if isinstance(turn.get("prompt"), str) and isinstance(turn.get("solution", ""), str):
+            turns.append((Turn(turn["prompt"], turn.get("solution")), node))
+    if "turns" in data and isinstance(data["turns"], list) and not data["turns"]:
+        errors.add(turns_node, "'turns' is empty: a problem set needs at least one turn")
+
+    tests = []
+    tests_node = items["tests"][1]
+    raw_tests = get("tests", [])
+    if isinstance(tests_node, yaml.SequenceNode) and len(raw_tests) != N_TESTS:
+        errors.add(tests_node, f"{len(raw_tests)} tests: a problem set has exactly {N_TESTS}")
+    for i, (test, node) in enumerate(zip(raw_tests, getattr(tests_node, "value", []))):
+        titems = _check_keys(node, TEST_KEYS, ("inputs", "output"), f"test {i + 1}", errors)
+        if not titems:
+            continue
+        if not isinstance(test.get("inputs"), dict):
+            errors.add(titems["inputs"][1], f"test {i + 1}: 'inputs' must be a mapping of variable names to values")
+            continue
+        bad = [k for k in test["inputs"] if not (isinstance(k, str) and k.isidentifier())]
+        if bad:
+            errors.add(titems["inputs"][1], f"test {i + 1}: input names {bad} are not Python identifiers")
+        tests.append((TestCase(test["inputs"], test.get("output")), node))
+
+    if tests:
+        names = set(tests[0][0].inputs)
+        for i, (test, node) in enumerate(tests[1:], start=2):
+            if set(test.inputs) != names:
+                errors.add(node, f"test {i} has inputs {sorted(test.inputs)} but test 1 has {sorted(names)}: "
+                                 "every test binds the same variables")
+        used = set()
+        for i, (turn, node) in enumerate(turns):
+            for name in placeholders(turn.prompt):
+                if name not in names:
+                    errors.add(node, f"turn {i + 1}: placeholder {{{name}}} is not an input variable "
+                                     f"(inputs: {', '.join(sorted(names)) or 'none'}); write {{{{{name}}}}} for a literal brace")
+            used |= placeholders(turn.prompt)
+        for name in sorted(names - used):
+            errors.add(tests[0][1], f"input {name!r} is never used in any prompt: use it as {{{name}}} or remove it")
+
+    if errors.items:
+        raise ProblemError([m for _, m in sorted(errors.items)])
+    return Problem(id=pid, name=name, category=category, description=data.get("description") or "",
+                   max_gen_length=max_gen_length, turns=tuple(t for t, _ in turns),
+                   tests=tuple(t for t, _ in tests), path=file)
+
+
+def load_problem(path: str | Path) -> Problem:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ProblemError([f"{path}:1: cannot read the file: {e}"])
+    problem = parse_problem(text, str(path))
+    m = FILE_NAME.match(path.name)
+    if not m or int(m.group(1)) != problem.id:
+        raise ProblemError([f"{path}:1: the file name must be NNN-slug.yaml with NNN the id "
+                            f"(expected {problem.id:03d}-{slugify(problem.name)}.yaml)"])
+    return problem
+
+
+def problem_files(paths=None) -> list[Path]:
+    """YAML files under the given files or folders (default: the bundled suite)."""
+    out = []
+    for p in map(Path, paths or [default_problems_dir()]):
+        if p.is_dir():
+            out += sorted(p.glob("*.yaml"))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise ProblemError([f"{p}: no such file or folder"])
+    return out
+
+
+def load_problems(paths=None) -> list[Problem]:
+    """Load every problem set, sorted by id; collect all errors (duplicate ids too) before raising."""
+    errors, problems, seen = [], [], {}
+    for path in problem_files(paths):
+        try:
+            problem = load_problem(path)
+        except ProblemError as e:
+            errors += e.errors
+            continue
+        if problem.id in seen:
+            errors.append(f"{path}:1: duplicate id {problem.id} (also in {seen[problem.id]}): give each problem set its own id")
+            continue
+        seen[problem.id] = path
+        problems.append(problem)
+    if errors:
+        raise ProblemError(errors)
+    return sorted(problems, key=lambda p: p.id)
+
+
+def default_problems_dir() -> Path:
+    return data_path("problems")
+
+
+def problems_digest(problems) -> str:
+    h = hashlib.sha256()
+    for p in problems:
+        h.update(repr((p.id, p.max_gen_length, p.turns, [(t.inputs, t.output) for t in p.tests])).encode())
+    return h.hexdigest()[:16]
+
+
+def parse_ids(spec: str | None) -> set[int] | None:
+    """'1,4,7-9' -> {1, 4, 7, 8, 9}."""
+    if not spec:
+        return None
+    ids = set()
+    for part in spec.split(","):
+        part = part.strip()
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ValueError(f"bad id range {part!r}: use a list like 1,4,7-9")
+        ids.update(range(int(lo), int(hi or lo) + 1))
+    return ids
+
+
+def slugify(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "problem"
+
+
+def dump_problem(problem: dict) -> str:
+    """YAML text for a problem mapping, keys in the documented order, unicode kept."""
+    return yaml.safe_dump(problem, sort_keys=False, allow_unicode=True, width=100, default_flow_style=None)

@@ -1,0 +1,270 @@
+"""The in-sandbox executor: a fork server that runs untrusted programs and reports JSON only.
+
+Runs inside the docker and process sandboxes alike; stdlib, numpy and pandas only, and nothing from
+mtpb. Protocol: one JSON request a line on stdin ({"id", "program", "timeout"}), one JSON reply a
+line on stdout. The parent imports numpy and pandas once; each program runs in a forked child
+under rlimits, in its own session, with a private working folder. The child reduces the last
+printed value to canonical JSON (executor_value.py) so no untrusted object and no expected output
+ever crosses the boundary. The wall timeout is kept by this parent, outside the program's process
+group, and after each program every process and file it left is removed.
+"""
+import ctypes
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import sys
+import time
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import executor_value  # noqa: E402  (the reducer; imported after the thread settings above)
+
+import numpy  # noqa: E402,F401  imported once here so every forked child has it for free
+try:
+    import pandas  # noqa: F401
+except ImportError:  # the reducer and programs then simply lack pandas
+    pass
+
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
+UNPRIVILEGED = 65534
+LIMITS = {  # defaults; the host may override them per executor with --limits JSON
+    "memory_mb": 1024,     # address space on top of what the executor itself maps
+    "nproc": 64,           # processes of the sandbox user on top of those alive at start
+    "fsize_mb": 16,
+    "nofile": 256,
+    "stdout_bytes": 65536,
+    "stderr_bytes": 16384,
+    "result_bytes": 4 << 20,
+}
+
+
+def _prctl(option, arg):
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _my_processes() -> int:
+    uid, count = os.getuid(), 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                count += os.stat(f"/proc/{name}").st_uid == uid
+            except OSError:
+                pass
+    return count
+
+
+class Executor:
+    def __init__(self, tmp_root: str, limits: dict, clean: list):
+        self.tmp_root = tmp_root
+        self.clean_roots = clean  # folders emptied after every program (the sandbox's private ones)
+        self.limits = {**LIMITS, **limits}
+        self.address_space = _vm_size() + (self.limits["memory_mb"] << 20)
+        self.nproc = _my_processes() + self.limits["nproc"]
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of a program are reparented to us, not to init
+
+    # ------------------------------------------------------------------ child side
+    def _child(self, program: str, timeout: float, out_w: int, err_w: int, res_w: int):
+        try:
+            os.setsid()
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            workdir = os.path.join(self.tmp_root, "run")
+            os.makedirs(workdir, exist_ok=True)
+            os.chdir(workdir)
+            os.environ.update(HOME=workdir, TMPDIR=workdir)
+            if os.getuid() == 0:  # never run a program as root, whatever started us
+                os.setgroups([])
+                os.setgid(UNPRIVILEGED)
+                os.setuid(UNPRIVILEGED)
+            cpu = int(timeout) + 1
+            lim = self.limits
+            for res, value in ((resource.RLIMIT_CPU, (cpu, cpu + 1)),
+                               (resource.RLIMIT_AS, (self.address_space,) * 2),
+                               (resource.RLIMIT_NPROC, (self.nproc,) * 2),
+                               (resource.RLIMIT_FSIZE, (lim["fsize_mb"] << 20,) * 2),
+                               (resource.RLIMIT_NOFILE, (lim["nofile"],) * 2),
+                               (resource.RLIMIT_CORE, (0, 0))):
+                try:
+                    resource.setrlimit(res, value)
+                except (ValueError, OSError):
+                    pass
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            res_fd = os.dup2(res_w, 3)
+            os.closerange(4, 1 << 16)
+            sys.stdin = open(0, "r", closefd=False)
+            sys.stdout = open(1, "w", closefd=False)
+            sys.stderr = open(2, "w", closefd=False)
+            reply = executor_value.run_program(program)
+            data = json.dumps(reply, allow_nan=True).encode()
+            for i in range(0, len(data), 65536):
+                os.write(res_fd, data[i:i + 65536])
+        finally:
+            os._exit(0)
+
+    # ------------------------------------------------------------------ parent side
+    def run(self, program: str, timeout: float) -> dict:
+        pipes = [os.pipe() for _ in range(3)]
+        sys.stdout.flush()
+        start = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            for r, _ in pipes:
+                os.close(r)
+            self._child(program, timeout, *(w for _, w in pipes))
+        for _, w in pipes:
+            os.close(w)
+        caps = (self.limits["stdout_bytes"], self.limits["stderr_bytes"], self.limits["result_bytes"])
+        bufs, sizes = [bytearray(), bytearray(), bytearray()], [0, 0, 0]
+        open_fds = {r: i for i, (r, _) in enumerate(pipes)}
+        pidfd = os.pidfd_open(pid)
+        status, timed_out = None, False
+        deadline = start + timeout
+        while status is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                self._kill_group(pid)
+                _, status = os.waitpid(pid, 0)
+                break
+            ready, _, _ = select.select(list(open_fds) + [pidfd], [], [], left)
+            for fd in ready:
+                if fd == pidfd:
+                    _, status = os.waitpid(pid, 0)
+                else:
+                    self._read(fd, open_fds, bufs, sizes, caps)
+        os.close(pidfd)
+        seconds = time.monotonic() - start
+        self._kill_group(pid)
+        self._kill_leftovers()
+        while open_fds:  # every writer is gone now, so these reach EOF
+            for fd in list(open_fds):
+                self._read(fd, open_fds, bufs, sizes, caps)
+        self._clean_files()
+        reply = {"seconds": round(seconds, 4), "timed_out": timed_out,
+                 "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                 "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                 "stdout": bufs[0].decode("utf-8", "replace"), "stderr": bufs[1].decode("utf-8", "replace"),
+                 "stdout_truncated": sizes[0] > caps[0], "result": None}
+        if sizes[2] > caps[2]:
+            reply["result_error"] = "the printed value is too large to report"
+        elif bufs[2]:
+            try:
+                reply["result"] = json.loads(bytes(bufs[2]))
+            except ValueError:
+                reply["result_error"] = "the result channel held something that is not one JSON value"
+        return reply
+
+    @staticmethod
+    def _read(fd, open_fds, bufs, sizes, caps):
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        i = open_fds[fd]
+        if not chunk:
+            os.close(fd)
+            del open_fds[fd]
+            return
+        sizes[i] += len(chunk)
+        room = caps[i] + 1 - len(bufs[i])  # keep one byte past the cap to know it overflowed
+        if room > 0:
+            bufs[i] += chunk[:room]
+
+    @staticmethod
+    def _kill_group(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    @staticmethod
+    def _kill_leftovers():
+        """Kill every descendant left (daemons, stopped or setsid'd ones): as subreaper we adopt them."""
+        me = os.getpid()
+        for _ in range(1000):
+            try:
+                with open(f"/proc/{me}/task/{me}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except OSError:
+                kids = []
+            if not kids:
+                return
+            for kid in kids:
+                try:
+                    os.kill(kid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            for kid in kids:
+                try:
+                    os.waitpid(kid, 0)
+                except ChildProcessError:
+                    pass
+
+    def _clean_files(self):
+        def unlock(func, path, _exc):
+            try:
+                os.chmod(os.path.dirname(path) or path, 0o700)
+                os.chmod(path, 0o700)
+                func(path)
+            except OSError:
+                pass
+        for root in self.clean_roots:
+            try:
+                names = os.listdir(root)
+            except OSError:
+                continue
+            for name in names:
+                path = os.path.join(root, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, onerror=unlock)
+                else:
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+
+
+def main():
+    args = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    tmp_root = args.get("tmp_root") or "/tmp"
+    os.makedirs(tmp_root, exist_ok=True)
+    executor = Executor(tmp_root, args.get("limits", {}), args.get("clean", [tmp_root]))
+    out = sys.stdout
+    out.write(json.dumps({"ready": True, "pid": os.getpid(), "uid": os.getuid(),
+                          "python": sys.version.split()[0]}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = {}
+        try:
+            request = json.loads(line)
+            reply = executor.run(request["program"], float(request.get("timeout", 10)))
+        except Exception as e:  # a bad request must not take the server down
+            reply = {"internal_error": f"{type(e).__name__}: {e}"}
+        reply["id"] = request.get("id")
+        out.write(json.dumps(reply, allow_nan=True) + "\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()

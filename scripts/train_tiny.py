@@ -1,0 +1,232 @@
+"""Train the tiny CodeGen checkpoint the tests, the demo and the benchmarks use.
+
+    python scripts/train_tiny.py --out checkpoints/tiny-codegen [--steps 1500] [--max-minutes 22]
+
+Data: the standard library's Python source under the running interpreter's lib dir (offline).
+Tokenizer: byte-level BPE (vocab 4096 with the added tokens) trained on that source, with CodeGen's
+added whitespace tokens (runs of 31..2 spaces, 9..2 tabs) split out before BPE, exactly as the
+added-token matcher does at encoding time. Model: the CodeGen architecture of mtpb.engine.model,
+saved in Hugging Face format (config.json, fp16 model.safetensors, tokenizer.json, vocab.json,
+merges.txt, added_tokens.json, ...) that transformers' CodeGenForCausalLM and AutoTokenizer load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import re
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer as HFTokenizer, decoders, pre_tokenizers, trainers
+from tokenizers.models import BPE
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
+
+from mtpb.engine.model import CodeGen, CodeGenConfig, qkv_to_hf
+from mtpb.engine.tokenizer import EOS, WHITESPACE_TOKENS, Tokenizer, _read_merges, build_bpe
+
+VOCAB = 4096
+SKIP_DIRS = {"site-packages", "test", "tests", "idle_test", "__pycache__", "lib2to3", "pydoc_data"}
+# What the added-token matcher cuts out before BPE (leftmost-longest over the 38 whitespace tokens).
+WHITESPACE_RUN = re.compile(r" {2,31}|\t{2,9}")
+
+
+def corpus_files() -> list[Path]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = [p for p in sorted(root.rglob("*.py"))
+             if not SKIP_DIRS & set(p.relative_to(root).parts[:-1]) and p.stat().st_size < 200_000]
+    return files
+
+
+def read_texts(files: list[Path]) -> list[str]:
+    texts = []
+    for p in files:
+        try:
+            texts.append(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, OSError):
+            continue
+    return texts
+
+
+def split_whitespace_runs(text: str):
+    """The pieces BPE sees once the added whitespace tokens are taken out."""
+    start = 0
+    for m in WHITESPACE_RUN.finditer(text):
+        if m.start() > start:
+            yield text[start:m.start()]
+        start = m.end()
+    if start < len(text):
+        yield text[start:]
+
+
+def train_tokenizer(texts: list[str]) -> HFTokenizer:
+    base = VOCAB - 1 - len(WHITESPACE_TOKENS)           # BPE vocab, then <|endoftext|>, then whitespace
+    bpe = HFTokenizer(BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=base, min_frequency=2, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator((piece for t in texts for piece in split_whitespace_runs(t)), trainer)
+    with tempfile.TemporaryDirectory() as tmp:
+        bpe.model.save(tmp)
+        vocab = json.loads((Path(tmp) / "vocab.json").read_text(encoding="utf-8"))
+        merges = _read_merges(Path(tmp) / "merges.txt")
+    vocab[EOS] = len(vocab)                              # GPT-2 keeps <|endoftext|> in vocab.json, last
+    return build_bpe(vocab, merges, list(WHITESPACE_TOKENS))
+
+
+def token_stream(tk: HFTokenizer, texts: list[str]) -> torch.Tensor:
+    eos = tk.token_to_id(EOS)
+    ids: list[int] = []
+    for enc in tk.encode_batch(texts):
+        ids.extend(enc.ids)
+        ids.append(eos)
+    return torch.tensor(ids, dtype=torch.int16 if VOCAB < 32768 else torch.int32)
+
+
+def init_weights(model: CodeGen, n_layer: int) -> None:
+    for name, p in model.named_parameters():
+        if name.endswith("bias"):
+            torch.nn.init.zeros_(p)
+        elif "ln_" in name:
+            torch.nn.init.ones_(p)
+        else:   # residual-stream writers scaled down with depth (GPT-2)
+            std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(("out_proj.weight", "fc_out.weight")) else 0.02
+            torch.nn.init.normal_(p, std=std)
+
+
+def batches(data: torch.Tensor, batch: int, seq: int, rng: random.Random):
+    while True:
+        starts = [rng.randrange(0, len(data) - seq - 1) for _ in range(batch)]
+        chunk = torch.stack([data[s:s + seq + 1].long() for s in starts])
+        yield chunk[:, :-1], chunk[:, 1:]
+
+
+@torch.no_grad()
+def eval_loss(model: CodeGen, data: torch.Tensor, seq: int, n: int = 8) -> float:
+    rng = random.Random(1)
+    x, y = next(batches(data, n, seq, rng))
+    logits = model(x)
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).item()
+
+
+def save_checkpoint(model: CodeGen, cfg: CodeGenConfig, tk: HFTokenizer, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for name, p in model.state_dict().items():
+        if name == "rope":
+            continue
+        if name.endswith("attn.qkv_proj.weight"):
+            p = qkv_to_hf(p, cfg.n_embd)
+        state[name] = p.detach().to(torch.float16).contiguous()
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(cfg.to_hf_dict("float16"), indent=2) + "\n")
+    (out / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id}, indent=2) + "\n")
+    tk.save(str(out / "tokenizer.json"))
+    vocab = {t: i for t, i in tk.get_vocab(with_added_tokens=False).items()}
+    vocab[EOS] = tk.token_to_id(EOS)
+    (out / "vocab.json").write_text(json.dumps(dict(sorted(vocab.items(), key=lambda kv: kv[1])),
+                                               ensure_ascii=False) + "\n", encoding="utf-8")
+    merges = json.loads(tk.to_str())["model"]["merges"]
+    lines = [" ".join(m) if isinstance(m, list) else m for m in merges]
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    added = {t: tk.token_to_id(t) for t in WHITESPACE_TOKENS}
+    (out / "added_tokens.json").write_text(json.dumps(added, indent=2) + "\n")
+    special = {"bos_token": EOS, "eos_token": EOS, "unk_token": EOS}
+    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+    (out / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "CodeGenTokenizer", "model_max_length": cfg.n_positions,
+         "add_prefix_space": False, "clean_up_tokenization_spaces": False, **special}, indent=2) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="checkpoints/tiny-codegen")
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--max-minutes", type=float, default=22.0, help="stop early (and save) after this")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--n-embd", type=int, default=256)
+    ap.add_argument("--n-layer", type=int, default=4)
+    ap.add_argument("--n-head", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+
+    files = corpus_files()
+    texts = read_texts(files)
+    held_out = texts[::50]
+    train_texts = [t for i, t in enumerate(texts) if i % 50]
+    tk = train_tokenizer(train_texts)
+    assert tk.get_vocab_size() == VOCAB, tk.get_vocab_size()
+    data, val = token_stream(tk, train_texts), token_stream(tk, held_out)
+    print(f"{len(texts)} files, {sum(map(len, texts)) / 1e6:.1f} MB, {len(data) / 1e6:.2f}M tokens "
+          f"({time.time() - t0:.0f}s)", flush=True)
+
+    eos = tk.token_to_id(EOS)
+    cfg = CodeGenConfig(vocab_size=VOCAB, n_positions=2048, n_embd=args.n_embd, n_layer=args.n_layer,
+                        n_head=args.n_head, rotary_dim=args.n_embd // args.n_head // 2,
+                        bos_token_id=eos, eos_token_id=eos)
+    model = CodeGen(cfg)
+    init_weights(model, cfg.n_layer)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.95))
+    warmup = 100
+    rng = random.Random(0)
+    stream = batches(data, args.batch, args.seq, rng)
+    deadline = t0 + 60 * args.max_minutes
+    step = 0
+    for step in range(1, args.steps + 1):
+        lr = args.lr * min(step / warmup, 0.5 * (1 + math.cos(math.pi * step / args.steps)) * 0.95 + 0.05)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = next(stream)
+        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0 or step == 1:
+            print(f"step {step} loss {loss.item():.3f} lr {lr:.2e} ({time.time() - t0:.0f}s)", flush=True)
+        if step % 250 == 0:
+            print(f"  held-out loss {eval_loss(model, val, args.seq):.3f}", flush=True)
+        if time.time() > deadline:
+            print(f"stopping at step {step}: --max-minutes reached", flush=True)
+            break
+    model.eval()
+    print(f"final held-out loss {eval_loss(model, val, args.seq):.3f}", flush=True)
+    save_checkpoint(model, cfg, tk, Path(args.out))
+    sample(Path(args.out))
+    print(f"saved {args.out} after {step} steps ({time.time() - t0:.0f}s)")
+
+
+def sample(folder: Path) -> None:
+    """Greedy completion of an MTPB-style prompt, to eyeball what the model writes."""
+    from mtpb.engine.load import load_model
+    model, tok = load_model(folder, device="cpu", dtype="fp32")
+    prompt = '# Import libraries.\n\nimport numpy as np\n\n# Assign the string "abc" to a variable named "raw".\n'
+    ids = tok.encode(prompt)
+    with torch.no_grad():
+        for _ in range(48):
+            nxt = model(torch.tensor([ids]))[0, -1].argmax().item()
+            ids.append(nxt)
+            if nxt == tok.eos_id:
+                break
+    print("sample:", repr(tok.decode(ids)[len(prompt):]))
+
+
+if __name__ == "__main__":
+    main()
