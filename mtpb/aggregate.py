@@ -252,7 +252,7 @@ def choose_examples(frame, per_problem: int) -> list[tuple[int, int, int]]:
     if per_problem <= 0 or frame.empty:
         return []
     ordered = frame.sort_values(["problem_id", "test_index", "sample_index"], kind="stable")
-    counts = ordered.groupby(["problem_id", "status"], observed=True).size()
+    counts = ordered.groupby(["problem_id", "status"], observed=True).size().to_dict()
     firsts = ordered.drop_duplicates(["problem_id", "status"])
     keys = []
     for pid, group in firsts.groupby("problem_id", sort=True):
@@ -301,10 +301,9 @@ def problem_info(pid: int, suite: dict, sample_turns: list) -> ProblemInfo:
 def _labels(run_dirs) -> list[str]:
     """Folder names, with the parent folder added where two runs share a name."""
     paths = [Path(d).resolve() for d in run_dirs]
-    labels = [p.name or str(p) for p in paths]
-    for i, p in enumerate(paths):
-        if labels.count(labels[i]) > 1:
-            labels[i] = f"{p.parent.name}/{p.name}"
+    names = [p.name or str(p) for p in paths]
+    labels = [f"{p.parent.name}/{p.name}" if names.count(name) > 1 else name
+              for p, name in zip(paths, names)]
     seen: dict[str, int] = {}
     for i, label in enumerate(labels):
         seen[label] = seen.get(label, 0) + 1

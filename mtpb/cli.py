@@ -244,10 +244,10 @@ def _options(pairs) -> dict:
 @click.option("--scoring", default="mtpb", show_default=True, type=click.Choice(["mtpb", "original"]))
 @click.option("--batch-size", default=None, type=click.IntRange(1), help="Sequences per backend call.")
 @click.option("--problems", "problem_paths", multiple=True, help="Problem files or folders (default: the suite).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="The run directory (resumable).")
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="The run directory (resumable).")
 @friendly
 def run(backend, model, backend_options, mode, n, temperature, top_p, seed, ids, max_gen_length, sandbox,
-        workers, timeout, scoring, batch_size, problem_paths, out):
+        workers, timeout, scoring, batch_size, problem_paths, run_dir):
     """Generate programs turn by turn, execute them, and score them into a run directory."""
     from mtpb.backends import create_backend
     from mtpb.problems import ProblemError, load_problems, parse_ids
@@ -267,11 +267,11 @@ def run(backend, model, backend_options, mode, n, temperature, top_p, seed, ids,
                        warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
     progress = Progress(f"{backend} {mode}")
     try:
-        summary = Runner(config, Path(out), model_backend, box, suite, progress).run()
+        summary = Runner(config, Path(run_dir), model_backend, box, suite, progress).run()
     finally:
         progress.stop()
         box.close()
-    _print_headline(summary, out)
+    _print_headline(summary, run_dir)
 
 
 def _print_headline(summary: dict, run_dir: str):
@@ -283,7 +283,7 @@ def _print_headline(summary: dict, run_dir: str):
 
 @main.command()
 @click.argument("samples", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--sandbox", default="auto", show_default=True, type=click.Choice(["auto", "docker", "process"]))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1))
@@ -291,7 +291,7 @@ def _print_headline(summary: dict, run_dir: str):
               help="Default: original for the original sampler's files, mtpb for ours.")
 @click.option("--problems", "problem_paths", multiple=True, help="Problem sets for our samples files.")
 @friendly
-def execute(samples, out, sandbox, workers, timeout, scoring, problem_paths):
+def execute(samples, run_dir, sandbox, workers, timeout, scoring, problem_paths):
     """Score a samples file (ours or the original sampler's); results in input order."""
     from mtpb.execute import execute_file
     from mtpb.problems import load_problems
@@ -304,7 +304,7 @@ def execute(samples, out, sandbox, workers, timeout, scoring, problem_paths):
                        warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
     progress = Progress("execute")
     try:
-        report = execute_file(Path(samples), Path(out), box, problems, scoring, progress)
+        report = execute_file(Path(samples), Path(run_dir), box, problems, scoring, progress)
     finally:
         progress.stop()
         box.close()

@@ -2,7 +2,8 @@
 
 Prompts are kept verbatim: our placeholder syntax is str.format's for `{name}`, `{{` and `}}`, so
 every rendered prompt equals the original sampler's `prompt.format(**inputs)`. The release has no
-reference solutions; the YAML format allows turns without one. Where the release omits
+reference solutions; the YAML format allows turns without one. Test inputs that no prompt uses (str.format
+ignored them) are kept under the test's `unused_inputs`. Where the release omits
 max_gen_length, the original sampler used 256, and so does the imported file.
 """
 from __future__ import annotations
@@ -10,13 +11,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mtpb.problems import ProblemError, dump_problem, parse_problem, slugify
+from mtpb.problems import ProblemError, dump_problem, parse_problem, placeholders, slugify
 
 ORIGINAL_DEFAULT_MAX_GEN_LENGTH = 256
 REQUIRED = ("id", "name", "prompts", "inputs", "outputs")
 
 
 def convert(original: dict) -> dict:
+    used = set().union(*(placeholders(p) for p in original["prompts"]))
+    tests = []
+    for inputs, output in zip(original["inputs"], original["outputs"]):
+        test = {"inputs": {k: v for k, v in inputs.items() if k in used}, "output": output}
+        extra = {k: v for k, v in inputs.items() if k not in used}
+        if extra:  # str.format ignored them; keep them, marked, so nothing of the release is lost
+            test["unused_inputs"] = extra
+        tests.append(test)
     return {
         "id": int(original["id"]),
         "name": original["name"],
@@ -24,7 +33,7 @@ def convert(original: dict) -> dict:
         "description": original.get("description", ""),
         "max_gen_length": int(original.get("max_gen_length", ORIGINAL_DEFAULT_MAX_GEN_LENGTH)),
         "turns": [{"prompt": p} for p in original["prompts"]],
-        "tests": [{"inputs": i, "output": o} for i, o in zip(original["inputs"], original["outputs"])],
+        "tests": tests,
     }
 
 

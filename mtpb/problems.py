@@ -16,7 +16,7 @@ TOP_KEYS = {"id": int, "name": str, "category": str, "description": str, "max_ge
             "turns": list, "tests": list}
 REQUIRED = ("id", "name", "category", "turns", "tests")
 TURN_KEYS = {"prompt": str, "solution": str}
-TEST_KEYS = {"inputs": dict, "output": object}
+TEST_KEYS = {"inputs": dict, "output": object, "unused_inputs": dict}
 N_TESTS = 5
 DEFAULT_MAX_GEN_LENGTH = 128
 FILE_NAME = re.compile(r"^(\d{3,})-[a-z0-9][a-z0-9-]*\.yaml$")
@@ -34,6 +34,7 @@ class Turn:
 class TestCase:
     inputs: dict
     output: Any
+    unused_inputs: dict | None = None  # bound by an imported original test but used by no prompt; kept, never rendered
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,10 @@ def parse_problem(text: str, file: str = "<string>") -> Problem:
         bad = [k for k in test["inputs"] if not (isinstance(k, str) and k.isidentifier())]
         if bad:
             errors.add(titems["inputs"][1], f"test {i + 1}: input names {bad} are not Python identifiers")
-        tests.append((TestCase(test["inputs"], test.get("output")), node))
+        if "unused_inputs" in test and not isinstance(test["unused_inputs"], dict):
+            errors.add(titems["unused_inputs"][1], f"test {i + 1}: 'unused_inputs' must be a mapping")
+            continue
+        tests.append((TestCase(test["inputs"], test.get("output"), test.get("unused_inputs")), node))
 
     if tests:
         names = set(tests[0][0].inputs)
@@ -226,13 +230,13 @@ def parse_problem(text: str, file: str = "<string>") -> Problem:
                                  "every test binds the same variables")
         used = set()
         for i, (turn, node) in enumerate(turns):
-            for name in placeholders(turn.prompt):
-                if name not in names:
-                    errors.add(node, f"turn {i + 1}: placeholder {{{name}}} is not an input variable "
-                                     f"(inputs: {', '.join(sorted(names)) or 'none'}); write {{{{{name}}}}} for a literal brace")
+            for var in placeholders(turn.prompt):
+                if var not in names:
+                    errors.add(node, f"turn {i + 1}: placeholder {{{var}}} is not an input variable "
+                                     f"(inputs: {', '.join(sorted(names)) or 'none'}); write {{{{{var}}}}} for a literal brace")
             used |= placeholders(turn.prompt)
-        for name in sorted(names - used):
-            errors.add(tests[0][1], f"input {name!r} is never used in any prompt: use it as {{{name}}} or remove it")
+        for var in sorted(names - used):
+            errors.add(tests[0][1], f"input {var!r} is never used in any prompt: use it as {{{var}}} or remove it")
 
     if errors.items:
         raise ProblemError([m for _, m in sorted(errors.items)])
@@ -318,4 +322,4 @@ def slugify(name: str) -> str:
 
 def dump_problem(problem: dict) -> str:
     """YAML text for a problem mapping, keys in the documented order, unicode kept."""
-    return yaml.safe_dump(problem, sort_keys=False, allow_unicode=True, width=100, default_flow_style=None)
+    return yaml.safe_dump(problem, sort_keys=False, allow_unicode=True, width=100, default_flow_style=False)

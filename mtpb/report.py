@@ -13,7 +13,8 @@ from html import escape
 from pathlib import Path
 
 from mtpb import __version__
-from mtpb.aggregate import (Comparison, breakdown, load_comparison, mode_pairs, summary_table)
+from mtpb.aggregate import (STATUSES, Comparison, breakdown, load_comparison, mode_pairs,
+                            summary_table)
 from mtpb.paths import data_path
 
 # Tableau 10: distinct hues that stay apart for the common kinds of colour blindness.
@@ -80,9 +81,9 @@ def bar_chart(title: str, groups: list[str], series: list[tuple[str, str]], valu
     """Grouped bars: one group per x value, one bar per series (label, colour); value(g, s) in % or None."""
     body, y = _y_axis()
     width = (W - PAD_L - PAD_R) / max(len(groups), 1)
-    bar = width * 0.8 / max(len(series), 1)
+    bar = min(width * 0.8 / max(len(series), 1), 56.0)  # few bars: keep them bars, not slabs
     for gi, group in enumerate(groups):
-        x0 = PAD_L + gi * width + width * 0.1
+        x0 = PAD_L + gi * width + (width - bar * len(series)) / 2
         for si, (name, color) in enumerate(series):
             v = value(group, name)
             if v is None:
@@ -103,8 +104,8 @@ def size_chart(title: str, points: list[dict]) -> str:
     body, y = _y_axis()
     xs = [p["x"] for p in points]
     lo, hi = math.floor(math.log10(min(xs))), math.ceil(math.log10(max(xs)))
-    if hi - lo < 1:
-        lo, hi = lo - 1, hi + 1 if hi == lo else hi
+    if hi == lo:  # all sizes an exact power of ten: widen so the points sit inside the axis
+        lo, hi = lo - 1, hi + 1
     x = lambda v: PAD_L + 10 + (W - PAD_L - PAD_R - 20) * (math.log10(v) - lo) / (hi - lo)  # noqa: E731
     for e in range(lo, hi + 1):
         body.append(f'<line class="grid" x1="{x(10 ** e):.1f}" x2="{x(10 ** e):.1f}" y1="{PAD_T}" '
@@ -112,13 +113,16 @@ def size_chart(title: str, points: list[dict]) -> str:
                     f'text-anchor="middle">{fmt_params(10 ** e)}</text>')
     body.append(f'<text class="tick" x="{(W + PAD_L) / 2}" y="{H - 8}" text-anchor="middle">'
                 f'parameters (log scale)</text>')
-    for series in dict.fromkeys(p["series"] for p in points):
+    order = list(dict.fromkeys(p["series"] for p in points))
+    shift = {s: (i - (len(order) - 1) / 2) * 6 for i, s in enumerate(order)}
+    for series in order:
         line = sorted((p for p in points if p["series"] == series), key=lambda p: p["x"])
         if len(line) > 1:
-            path = " ".join(f'{x(p["x"]):.1f},{y(p["y"]):.1f}' for p in line)
+            path = " ".join(f'{x(p["x"]) + shift[series]:.1f},{y(p["y"]):.1f}' for p in line)
             body.append(f'<polyline class="series" points="{path}" stroke="{line[0]["color"]}"/>')
     for p in points:
-        cx = x(p["x"])
+        # Each series is nudged sideways so two modes of one model size do not hide each other.
+        cx = x(p["x"]) + shift[p["series"]]
         if not math.isnan(p["low"]):
             body.append(f'<line class="err" x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(p["low"]):.1f}" '
                         f'y2="{y(p["high"]):.1f}" stroke="{p["color"]}"/>')
@@ -151,13 +155,13 @@ def build_context(cmp: Comparison) -> dict:
                      "n_text": fmt_num(rec["n"]), "t_text": fmt_num(rec["temperature"])})
 
     charts = []
-    sized = [r for r in rows if r["parameters"]]
+    sized = [r for r in rows if r["parameters"] and r["parameters"] > 0]
     if sized:
         points = [{"label": r["run"], "x": r["parameters"], "y": r["pass_rate"], "low": r["ci_low"],
                    "high": r["ci_high"], "series": r["mode"],
                    "color": MODE_COLORS.get(r["mode"], "#777")} for r in sized]
         modes = list(dict.fromkeys(r["mode"] for r in sized))
-        missing = [r["run"] for r in rows if not r["parameters"]]
+        missing = [r["run"] for r in rows if r not in sized]
         charts.append({"id": "chart-size", "title": "Pass rate by model size",
                        "svg": Markup(size_chart("Pass rate against parameters", points)),
                        "legend": _legend([(m, MODE_COLORS.get(m, "#777")) for m in modes]),
@@ -224,7 +228,11 @@ def _heatmap(cmp: Comparison, colors: dict) -> dict:
 
 
 def _problem_details(cmp: Comparison, colors: dict) -> list[dict]:
-    statuses = (cmp.programs.groupby(["run", "problem_id", "status"], observed=True).size())
+    statuses: dict = {}
+    sizes = cmp.programs.groupby(["run", "problem_id", "status"], observed=True).size()
+    for (run, pid, status), count in sizes.items():
+        if count:
+            statuses.setdefault((run, pid), {})[status] = int(count)
     rate = {(r, p): v for r, p, v in zip(cmp.rates["run"], cmp.rates["problem_id"], cmp.rates["rate"])}
     out = []
     for pid, info in cmp.problems.items():
@@ -232,15 +240,19 @@ def _problem_details(cmp: Comparison, colors: dict) -> list[dict]:
         for run in cmp.runs:
             if (run.label, pid) not in rate:
                 continue
-            counts = statuses.get((run.label, pid))
-            counts = {} if counts is None else counts[counts > 0].to_dict()
+            counts = statuses.get((run.label, pid), {})
             per_run.append({"run": run.label, "color": colors[run.label],
                             "rate": fmt_pct(rate[(run.label, pid)]),
-                            "counts": ", ".join(f"{k} {v}" for k, v in sorted(counts.items(),
-                                                                            key=lambda kv: -kv[1])),
+                            "counts": ", ".join(f"{k} {v}" for k, v in sorted(
+                                counts.items(), key=lambda kv: _status_order(kv[0]))),
                             "examples": cmp.examples.get((run.label, pid), ())})
         out.append({"info": info, "runs": per_run})
     return out
+
+
+def _status_order(status: str) -> tuple[int, str]:
+    """The same status order in every run, so rows can be compared by eye."""
+    return (STATUSES.index(status) if status in STATUSES else len(STATUSES), status)
 
 
 def render_html(cmp: Comparison) -> str:

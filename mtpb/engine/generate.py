@@ -1,0 +1,226 @@
+"""Batched generation over the static KV cache: less work than re-running a model from scratch.
+
+- prefill only what no cache row holds yet (prefix reuse across turns and across samples), in
+  right-padded groups whose padding writes go to a sink position, logits at the last position only;
+- decode every live sequence in one batch, one token per step, over keys up to the longest
+  live sequence only;
+- stop each sequence on its own (eos, its token budget, or the caller's is_finished(text)), and
+  compact the batch so finished rows cost nothing;
+- sample on the device with per-request seeds (see sampling.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Hashable
+
+import torch
+
+from mtpb.engine.cache import KVPool, Placement, place
+from mtpb.engine.model import CodeGen
+from mtpb.engine.sampling import UniformStream, sample_next
+from mtpb.engine.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    max_new_tokens: int
+    seed: int = 0
+    temperature: float = 0.0          # 0 = greedy
+    top_p: float = 1.0
+    key: Hashable | None = None       # the sequence's identity across calls, for reusing its cache row
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    token_ids: tuple[int, ...]
+    prompt_tokens: int
+    reused_tokens: int                # prompt tokens whose keys/values came from the cache
+    finish: str                       # eos | length | stop
+
+
+@dataclass
+class EngineStats:
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    generated_tokens: int = 0
+    decode_steps: int = 0
+    calls: int = 0
+
+
+@dataclass
+class _Live:
+    """One sequence while it is generated."""
+    index: int                        # position in the caller's request list
+    prompt: list[int]
+    request: GenerationRequest
+    uniforms: UniformStream
+    reused: int = 0
+    out: list[int] = field(default_factory=list)
+    finish: str = ""
+
+    @property
+    def fed(self) -> int:             # tokens whose keys/values are in the cache
+        return len(self.prompt) + max(len(self.out) - 1, 0)
+
+
+class Engine:
+    def __init__(self, model: CodeGen, tokenizer: Tokenizer, max_batch: int = 16,
+                 max_length: int | None = None, prefill_tokens: int | None = None, top_k: int = 50):
+        self.model, self.tokenizer = model, tokenizer
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.max_batch = max_batch
+        self.max_length = min(max_length or model.cfg.n_positions, model.cfg.n_positions)
+        self.prefill_tokens = prefill_tokens or (8192 if self.device.type == "cuda" else 2048)
+        self.top_k = top_k
+        self.pool = KVPool(model.cfg, max_batch, self.max_length, self.device, self.dtype)
+        self.stats = EngineStats()
+        self._tick = 0
+
+    @torch.inference_mode()
+    def generate(self, requests: list[GenerationRequest],
+                 is_finished: Callable[[str], bool] | None = None) -> list[Completion]:
+        results: list[Completion | None] = [None] * len(requests)
+        todo = []
+        for i, req in enumerate(requests):
+            if req.max_new_tokens > 0:
+                todo.append(i)
+            else:
+                results[i] = Completion("", (), 0, 0, "length")
+        for lo in range(0, len(todo), self.max_batch):
+            chunk = todo[lo:lo + self.max_batch]
+            for i, done in zip(chunk, self._generate([requests[i] for i in chunk], is_finished)):
+                results[i] = done
+        return results  # type: ignore[return-value]
+
+    def _generate(self, requests: list[GenerationRequest], is_finished) -> list[Completion]:
+        self._tick += 1
+        self.stats.calls += 1
+        live = []
+        for i, (req, ids) in enumerate(zip(requests, self.tokenizer.encode_batch([r.prompt for r in requests]))):
+            budget = max(self.max_length - req.max_new_tokens, 1)
+            ids = ids[-budget:] if ids else [self.tokenizer.eos_id]   # keep the most recent context
+            live.append(_Live(i, ids, req, UniformStream(req.seed)))
+        need = max(len(s.prompt) + s.request.max_new_tokens for s in live)
+        self.pool.ensure(len(live), need)
+        plan = place(self.pool, [s.prompt for s in live], [s.request.key for s in live], self._tick)
+        rows = [live[i] for i in plan.order]          # rows[r] is the sequence in cache row r
+        for s in live:
+            s.reused = plan.start[s.index]
+        logits = self._prefill(rows, plan)
+        self._sample(rows, logits)
+        for s in rows:
+            self._check(s, is_finished)
+        self._decode(rows, is_finished)
+        for s in live:
+            self.stats.prompt_tokens += len(s.prompt)
+            self.stats.reused_tokens += s.reused
+            self.stats.generated_tokens += len(s.out)
+        return [Completion(self.tokenizer.decode(s.out), tuple(s.out), len(s.prompt), s.reused, s.finish)
+                for s in live]
+
+    # ---- prefill -------------------------------------------------------------------------------
+    def _prefill(self, rows: list[_Live], plan: Placement) -> torch.Tensor:
+        """Logits (N, V) at each prompt's last position; leaders first, then followers."""
+        n_lead = plan.n_leaders
+        logits = [self._prefill_rows(rows, 0, n_lead, [plan.start[s.index] for s in rows[:n_lead]])]
+        if n_lead < len(rows):
+            row_of = {s.index: r for r, s in enumerate(rows)}
+            followers = rows[n_lead:]
+            src = {n_lead + j: row_of[plan.leader[s.index]] for j, s in enumerate(followers)}
+            n_pos = max(plan.start[s.index] for s in followers)
+            self.pool.move(src, n_pos)
+            for j, s in enumerate(followers):
+                self.pool.tokens[n_lead + j] = s.prompt[:plan.start[s.index]]
+            logits.append(self._prefill_rows(rows, n_lead, len(rows), [plan.start[s.index] for s in followers]))
+        return torch.cat(logits)
+
+    def _prefill_rows(self, rows: list[_Live], lo: int, hi: int, starts: list[int]) -> torch.Tensor:
+        out = []
+        a = lo
+        while a < hi:   # contiguous groups within the token budget (rows are sorted longest first)
+            width = len(rows[a].prompt) - starts[a - lo]
+            b = a + 1
+            while b < hi and (b - a + 1) * width <= self.prefill_tokens:
+                b += 1
+            out.append(self._prefill_group(rows[a:b], a, starts[a - lo:b - lo]))
+            a = b
+        return torch.cat(out) if out else torch.empty(0, self.model.cfg.vocab_size, device=self.device)
+
+    def _prefill_group(self, group: list[_Live], lo: int, starts: list[int]) -> torch.Tensor:
+        dev = self.device
+        chunks = [s.prompt[st:] for s, st in zip(group, starts)]
+        width = max(map(len, chunks))
+        ids = torch.tensor([c + [0] * (width - len(c)) for c in chunks], device=dev)        # (B, W)
+        start = torch.tensor(starts, device=dev)
+        lengths = torch.tensor([len(c) for c in chunks], device=dev)
+        offset = torch.arange(width, device=dev)
+        pos = start[:, None] + offset                                                       # (B, W)
+        write = torch.where(offset < lengths[:, None], pos, self.pool.sink)
+        key_len = max(st + len(c) for st, c in zip(starts, chunks))
+        mask = None
+        if len(group) > 1:
+            mask = (torch.arange(key_len, device=dev) <= pos[:, :, None])[:, None]          # (B, 1, W, K)
+        cache = self.pool.view(lo, lo + len(group), write, key_len, mask)
+        positions = pos.clamp(max=self.model.cfg.n_positions - 1)
+        logits = self.model(ids, positions, cache, last=lengths - 1)[:, 0]                   # (B, V)
+        for r, s in enumerate(group):
+            self.pool.tokens[lo + r] = list(s.prompt)
+        return logits
+
+    # ---- decode --------------------------------------------------------------------------------
+    def _decode(self, rows: list[_Live], is_finished) -> None:
+        rows[:] = self._compact(rows)
+        dev = self.device
+        while True:
+            n = sum(1 for s in rows if not s.finish)       # live rows come first
+            if n == 0:
+                return
+            live = rows[:n]
+            ids = torch.tensor([[s.out[-1]] for s in live], device=dev)                       # (n, 1)
+            pos_list = [s.fed for s in live]
+            pos = torch.tensor(pos_list, device=dev)[:, None]                                # (n, 1)
+            key_len = max(pos_list) + 1
+            mask = None
+            if min(pos_list) != key_len - 1:
+                mask = (torch.arange(key_len, device=dev) <= pos)[:, None, None, :]           # (n, 1, 1, K)
+            cache = self.pool.view(0, n, pos, key_len, mask)
+            logits = self.model(ids, pos, cache)[:, 0]                                        # (n, V)
+            self.stats.decode_steps += 1
+            for r, s in enumerate(live):
+                self.pool.tokens[r].append(s.out[-1])
+            self._sample(live, logits)
+            for s in live:
+                self._check(s, is_finished)
+            rows[:] = self._compact(rows)
+
+    def _sample(self, rows: list[_Live], logits: torch.Tensor) -> None:
+        dev = self.device
+        temp = torch.tensor([s.request.temperature for s in rows], device=dev, dtype=torch.float32)
+        top_p = torch.tensor([s.request.top_p for s in rows], device=dev, dtype=torch.float32)
+        u = torch.tensor([s.uniforms.next() if s.request.temperature > 0 else 0.0 for s in rows],
+                         device=dev, dtype=torch.float32)
+        for s, t in zip(rows, sample_next(logits, temp, top_p, u, self.top_k).tolist()):
+            s.out.append(t)
+
+    def _check(self, s: _Live, is_finished) -> None:
+        if s.out[-1] == self.tokenizer.eos_id:
+            s.finish = "eos"
+        elif len(s.out) >= s.request.max_new_tokens or s.fed + 1 >= self.max_length:
+            s.finish = "length"
+        elif is_finished is not None and is_finished(self.tokenizer.decode(s.out)):
+            s.finish = "stop"
+
+    def _compact(self, rows: list[_Live]) -> list[_Live]:
+        """Live rows first: finished ones swap to the back so decode runs on rows [0, live)."""
+        order = [r for r, s in enumerate(rows) if not s.finish] + [r for r, s in enumerate(rows) if s.finish]
+        if order == list(range(len(rows))):
+            return rows
+        n_pos = max(s.fed for s in rows)
+        self.pool.move({new: old for new, old in enumerate(order)}, n_pos)
+        tokens, keys, used = self.pool.tokens[:], self.pool.keys[:], self.pool.used[:]
+        for new, old in enumerate(order):
+            self.pool.tokens[new], self.pool.keys[new], self.pool.used[new] = tokens[old], keys[old], used[old]
+        return [rows[r] for r in order]

@@ -1,0 +1,38 @@
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from mtpb.cli import main
+
+
+def test_help_and_problems_list_import_neither_torch_nor_docker():
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom mtpb.cli import main\n"
+            "for args in (['--help'], ['problems', 'list']):\n"
+            "    r = CliRunner().invoke(main, args)\n    assert r.exit_code == 0, r.output\n"
+            "heavy = [m for m in ('torch', 'docker', 'transformers') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_problems_new_then_validate(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["problems", "new", "Reverse words", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    created = list(tmp_path.glob("001-reverse-words.yaml"))
+    assert created
+    result = runner.invoke(main, ["problems", "validate", "--execute", "--sandbox", "process", str(tmp_path)])
+    assert result.exit_code == 0 and "5 of 5 test programs pass" in result.output, result.output
+
+
+def test_validate_reports_errors_with_file_and_line(tmp_path):
+    (tmp_path / "001-bad.yaml").write_text("id: 1\nname: x\ncategory: string\nturns: []\ntests: []\nextra: 1\n")
+    result = CliRunner().invoke(main, ["problems", "validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "001-bad.yaml:6: unknown key 'extra'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_show_a_problem():
+    result = CliRunner().invoke(main, ["problems", "show", "1"])
+    assert result.exit_code == 0 and "turn 1" in result.output

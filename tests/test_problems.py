@@ -1,0 +1,73 @@
+import pytest
+
+from mtpb.problems import ProblemError, load_problem, load_problems, parse_ids, parse_problem, render_prompt, \
+    render_solution
+from tests.conftest import DEMO, write_problem
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(ProblemError) as info:
+        parse_problem(text, "p.yaml")
+    return info.value.errors
+
+
+def test_demo_loads_and_renders():
+    p = parse_problem(DEMO, "p.yaml")
+    assert p.id == 1 and p.max_gen_length == 128 and len(p.turns) == 2 and len(p.tests) == 5
+    assert p.prompts(p.tests[0])[0] == 'Assign the string "abc" to a variable named "raw".'
+    assert p.solutions(p.tests[4])[0] == "raw = 'héllo'"
+
+
+def test_rendering_matches_str_format_and_leaves_other_braces():
+    inputs = {"a": [1, 2], "s": "x y"}
+    for template in ['List {a} and "{s}".', "Dict {{ 'k': 1 }} and {{:.1f}} and {{s}}", "{a}{s}{a}"]:
+        assert render_prompt(template, inputs) == template.format(**inputs)
+    assert render_prompt("{x: 1} and {not_an_input}", {}) == "{x: 1} and {not_an_input}"
+    assert render_solution("v = {s}; f'{other}'", inputs) == "v = 'x y'; f'{other}'"
+
+
+@pytest.mark.parametrize("edit, message, line", [
+    (("description:", "colour: red\ndescription:"), "unknown key 'colour'", 4),
+    (("description:", "name: Again\ndescription:"), "duplicate key 'name' (first at line 2)", 4),
+    (('"{text}" to', '"{txt}" to'), "placeholder {txt} is not an input variable", 6),
+    (("  - inputs: {text: a}\n    output: a\n", ""), "4 tests: a problem set has exactly 5", 11),
+    (("id: 1", "id: one"), "'id' must be an integer", 1),
+    (("category: string", "category: strings"), "unknown category 'strings'", 3),
+    (("{text: abba}", "{text: abba, extra: 1}"), "test 4 has inputs ['extra', 'text']", 17),
+    (("turns:\n", "turns:\n  - solution: x = 1\n"), "turn 1 lacks the required key 'prompt'", 6),
+])
+def test_each_error_names_line_and_fix(edit, message, line):
+    errors = errors_of(DEMO.lstrip().replace(*edit))
+    assert any(message in e for e in errors), errors
+    assert any(e.startswith(f"p.yaml:{line}:") for e in errors if message in e), errors
+
+
+def test_unused_input_is_an_error():
+    text = DEMO.lstrip().replace("{text: abc}", "{text: abc, n: 1}")
+    for i in ("{text: a}", '{text: ""}', "{text: abba}", '{text: "héllo"}'):
+        text = text.replace(i, i[:-1] + ", n: 1}")
+    errors = errors_of(text)
+    assert any("input 'n' is never used in any prompt" in e for e in errors), errors
+
+
+def test_malformed_yaml_names_line():
+    errors = errors_of("id: 1\nname: [unclosed\ncategory: x\n")
+    assert len(errors) == 1 and "malformed YAML" in errors[0] and errors[0].startswith("p.yaml:")
+
+
+def test_duplicate_ids_and_file_names(tmp_path):
+    write_problem(tmp_path, DEMO, "001-demo.yaml")
+    write_problem(tmp_path, DEMO, "001-other.yaml")
+    with pytest.raises(ProblemError) as info:
+        load_problems([tmp_path])
+    assert any("duplicate id 1" in e for e in info.value.errors)
+    bad = write_problem(tmp_path / "..", DEMO, "7-demo.yaml")
+    with pytest.raises(ProblemError, match="file name must be NNN-slug.yaml"):
+        load_problem(bad)
+
+
+def test_parse_ids():
+    assert parse_ids("1,4,7-9") == {1, 4, 7, 8, 9}
+    assert parse_ids(None) is None
+    with pytest.raises(ValueError, match="bad id range"):
+        parse_ids("1,x")
