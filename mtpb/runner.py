@@ -109,8 +109,8 @@ class Runner:
         results = JsonlWriter(self.out / "results.jsonl")
         try:
             # samples whose programs were never executed (a crash between the two steps)
-            orphans = [r for _, r in read_jsonl(self.out / "samples.jsonl")
-                       if self._key(r) not in executed and self._key(r)[0] in self.problems]
+            orphans = (r for _, r in read_jsonl(self.out / "samples.jsonl")
+                       if self._key(r) not in executed and self._key(r)[0] in self.problems)
             for batch in _chunks(orphans, 64):
                 self._execute(batch, results)
             todo = (Item(self.problems[p], t, s) for p, t, s in todo_items)
