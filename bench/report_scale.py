@@ -116,8 +116,9 @@ def main() -> None:
               f"in {time.perf_counter() - start:.1f} s")
 
         facts = write_report(dirs, str(root / "report.html"), [str(root / "problems")])
+        where = facts["path"] if args.keep else "removed after; --keep DIR keeps it"
         print(f"report: {facts['seconds']:.1f} s, {facts['bytes'] / 1e6:.2f} MB, "
-              f"{len(facts['warnings'])} warning(s) -> {facts['path']}")
+              f"{len(facts['warnings'])} warning(s) ({where})")
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

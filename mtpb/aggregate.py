@@ -14,14 +14,9 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import pandas as pd
+from typing import Any
 
 STATUSES = ("passed", "failed", "error", "timeout", "killed", "sandbox_error")
-# pass@k is reported for these k where every (problem, test case) of the run has at least k samples.
-KS = (1, 5, 10, 20, 50, 100)
 # Difficulty levels from the mean pass rate of a problem over the compared runs, in the spirit of the
 # CodeGen paper's difficulty analysis: (name, lowest mean pass rate in percent), checked in order.
 # "unsolved" is apart from "hard" because a problem no run ever solves says nothing about the others.
@@ -312,36 +307,44 @@ def _labels(run_dirs) -> list[str]:
     return labels
 
 
+def _load_run(run_dir, label: str, examples_per_problem: int, warnings: list[str]):
+    """(RunInfo, programs frame, examples by problem, one sample's turns by problem) of one run."""
+    info = run_info(read_manifest(run_dir), run_dir, label)
+    frame, details = load_results(run_dir, warnings)
+    keys = choose_examples(frame, examples_per_problem)
+    programs, turns, n_samples = scan_samples(run_dir, set(keys), warnings)
+    if n_samples > len(frame):
+        warnings.append(f"{label}: {n_samples - len(frame)} of {n_samples} samples have no result "
+                        f"yet (run incomplete): rates are over the executed programs")
+    if frame.empty:
+        warnings.append(f"{label}: {Path(run_dir) / RESULTS_FILE} has no results")
+    by_key = frame.set_index(["problem_id", "test_index", "sample_index"])
+    examples: dict[int, list[Example]] = {}
+    for key in keys:
+        row = by_key.loc[key]
+        printed, expected, error = details[int(row["row"])]
+        examples.setdefault(key[0], []).append(Example(
+            label, *key, status=row["status"], printed=printed, expected=expected,
+            error=error, program=programs.get(key)))
+    return info, frame.drop(columns="row").assign(run=label), examples, turns
+
+
 def load_comparison(run_dirs, problems_paths=None, examples_per_problem: int = 2) -> Comparison:
     import pandas as pd
 
     if not run_dirs:
         raise RunDataError("no run directories given: name at least one RUN folder")
     warnings: list[str] = []
-    runs, frames, chosen, sample_turns = [], [], {}, {}
+    runs, frames, examples, sample_turns = [], [], {}, {}
     for run_dir, label in zip(run_dirs, _labels(run_dirs)):
-        info = run_info(read_manifest(run_dir), run_dir, label)
-        frame, details = load_results(run_dir, warnings)
-        keys = choose_examples(frame, examples_per_problem)
-        programs, turns, n_samples = scan_samples(run_dir, set(keys), warnings)
-        if n_samples > len(frame):
-            warnings.append(f"{label}: {n_samples - len(frame)} of {n_samples} samples have no result "
-                            f"yet (run incomplete): rates are over the executed programs")
-        if frame.empty:
-            warnings.append(f"{label}: {Path(run_dir) / RESULTS_FILE} has no results")
-        by_key = frame.set_index(["problem_id", "test_index", "sample_index"])
-        for key in keys:
-            row = by_key.loc[key]
-            printed, expected, error = details[int(row["row"])]
-            chosen.setdefault((label, key[0]), []).append(Example(
-                label, *key, status=row["status"], printed=printed, expected=expected,
-                error=error, program=programs.get(key)))
+        info, frame, run_examples, turns = _load_run(run_dir, label, examples_per_problem, warnings)
+        runs.append(info)
+        frames.append(frame)
+        examples.update({(label, pid): tuple(v) for pid, v in run_examples.items()})
         for pid, t in turns.items():
             # Prefer the longest turn list seen: a single-turn run folds all prompts into one.
             if len(t) > len(sample_turns.get(pid, ())):
                 sample_turns[pid] = t
-        runs.append(info)
-        frames.append(frame.drop(columns="row").assign(run=label))
     labels = [r.label for r in runs]
     programs = pd.concat(frames, ignore_index=True)
     programs["run"] = pd.Categorical(programs["run"], categories=labels, ordered=True)
@@ -357,7 +360,6 @@ def load_comparison(run_dirs, problems_paths=None, examples_per_problem: int = 2
                         f"unknown, prompts taken from samples.jsonl (use --problems PATH to load them)")
     rates = problem_rates(programs, problems)
     warnings += comparability_warnings(runs, rates)
-    examples = {k: tuple(v) for k, v in chosen.items()}
     return Comparison(tuple(runs), programs, rates, problems, examples, tuple(warnings))
 
 
@@ -398,16 +400,12 @@ def bootstrap_ci(values, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP
     return (float(low), float(high))
 
 
-def _pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k, 1 - C(n-c, k)/C(n, k), as a product so large n does not overflow."""
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
-
-
 def pass_at_k(programs):
-    """DataFrame run x k (percent); k only where every (problem, test) cell of the run has n >= k."""
+    """DataFrame run x k (percent), with the estimator and the k values of mtpb.scoring (so the
+    report agrees with summary.json): k only where every (problem, test) cell of the run has n >= k."""
     import pandas as pd
+
+    from mtpb.scoring import ks_for, pass_at_k as estimate
 
     cells = (programs.groupby(["run", "problem_id", "test_index"], observed=True)["passed"]
              .agg(n="size", c="sum").reset_index())
@@ -415,15 +413,13 @@ def pass_at_k(programs):
     for run, group in cells.groupby("run", observed=True):
         pairs = list(zip(group["n"].tolist(), group["c"].tolist()))
         row = {}
-        for k in KS:
-            if k > group["n"].min():
-                break
-            memo = {p: _pass_at_k(p[0], p[1], k) for p in set(pairs)}
+        for k in ks_for(int(group["n"].min())):
+            memo = {p: estimate(p[0], p[1], k) for p in set(pairs)}  # few distinct (n, c)
             per_cell = group.assign(v=[memo[p] for p in pairs])
             row[k] = per_cell.groupby("problem_id")["v"].mean().mean() * 100.0
         out[run] = row
-    return pd.DataFrame.from_dict(out, orient="index").reindex(columns=[k for k in KS if any(
-        k in r for r in out.values())])
+    ks = sorted({k for row in out.values() for k in row})
+    return pd.DataFrame.from_dict(out, orient="index").reindex(columns=ks)
 
 
 def summary_table(cmp: Comparison):

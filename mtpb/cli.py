@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(stderr=True)
@@ -35,9 +36,13 @@ def friendly(fn):
             return fn(*args, **kwargs)
         except _user_errors() as e:
             for line in str(e).splitlines() or [type(e).__name__]:
-                console.print(f"[red]error:[/red] {line}", highlight=False, markup=True, soft_wrap=True)
+                console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
             sys.exit(2)
     return wrapper
+
+
+def _warn(message: str):
+    console.print(f"[yellow]{escape(message)}[/yellow]", highlight=False)
 
 
 class Progress:
@@ -167,7 +172,7 @@ def problems_validate(paths, execute, sandbox, workers):
         loaded = load_problems(paths or None)
     except ProblemError as e:
         for line in e.errors:
-            console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
         console.print(f"[red]{len(e.errors)} error(s)[/red]")
         sys.exit(1)
     out.print(f"{len(loaded)} problem sets are well-formed")
@@ -175,13 +180,13 @@ def problems_validate(paths, execute, sandbox, workers):
         return
     from mtpb.sandboxes import open_sandbox
     from mtpb.validate import execute_references
-    box = open_sandbox(sandbox, workers=workers, warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+    box = open_sandbox(sandbox, workers=workers, warn=_warn)
     try:
         report = execute_references(loaded, box)
     finally:
         box.close()
     for line in report["failures"]:
-        console.print(f"[red]fail:[/red] {line}", highlight=False, soft_wrap=True)
+        console.print(f"[red]fail:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     if report["unexecutable"]:
         out.print(f"could not execute {len(report['unexecutable'])} problem set(s) (no reference solutions): "
                   + ", ".join(map(str, report["unexecutable"])))
@@ -264,7 +269,7 @@ def run(backend, model, backend_options, mode, n, temperature, top_p, seed, ids,
                        seed=seed, max_gen_length=max_gen_length, scoring=scoring, batch_size=batch_size)
     model_backend = create_backend(backend, model, _options(backend_options))
     box = open_sandbox(sandbox, workers=workers, limits=Limits(timeout=timeout),
-                       warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+                       warn=_warn)
     progress = Progress(f"{backend} {mode}")
     try:
         summary = Runner(config, Path(run_dir), model_backend, box, suite, progress).run()
@@ -301,7 +306,7 @@ def execute(samples, run_dir, sandbox, workers, timeout, scoring, problem_paths)
     except Exception:  # scoring the original sampler's files needs no problem sets
         problems = {}
     box = open_sandbox(sandbox, workers=workers, limits=Limits(timeout=timeout),
-                       warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+                       warn=_warn)
     progress = Progress("execute")
     try:
         report = execute_file(Path(samples), Path(run_dir), box, problems, scoring, progress)
@@ -309,7 +314,7 @@ def execute(samples, run_dir, sandbox, workers, timeout, scoring, problem_paths)
         progress.stop()
         box.close()
     for line in report["bad_lines"]:
-        console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     out.print(f"results in {report['results']}")
     if report["bad_lines"]:
         sys.exit(1)
@@ -326,7 +331,7 @@ def report(runs, output, problem_paths):
     from mtpb.report import write_report
     facts = write_report(list(runs), output, list(problem_paths) or None)
     for warning in facts.get("warnings", []):
-        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     out.print(f"wrote {facts.get('path', output)}")
 
 
@@ -353,7 +358,7 @@ def sandbox_check(name):
     """Run canary programs and show that the limits hold."""
     from mtpb.sandboxes import open_sandbox
     from mtpb.sandboxes.check import run_checks
-    box = open_sandbox(name, workers=1, warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+    box = open_sandbox(name, workers=1, warn=_warn)
     try:
         rows = run_checks(box)
     finally:

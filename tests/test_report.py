@@ -115,9 +115,21 @@ def test_print_summary(tmp_path):
     console = Console(record=True, width=200, color_system=None)
     print_summary(dirs, console, [str(problems)])
     text = console.export_text()
-    assert re.search(r"A\s+│\s+m-350M\s+│\s+350M\s+│\s+multi\s+│\s+5\s+│\s+0\.2\s+│\s+50\.0", text), text
+    assert re.search(r"A\s+m-350M\s+350M\s+multi\s+5\s+0\.2\s+50\.0\s+[\d.]+–[\d.]+\s+50\.0\s+70\.0", text), text
     assert "57.5" in text and "pass@5" in text and "75.0" in text
     assert "warning:" in text and "differ in temperature" in text
+
+
+def test_print_summary_in_a_narrow_terminal_keeps_the_figures(tmp_path):
+    from rich.console import Console
+
+    dirs, problems = runs.write_fixture(tmp_path)
+    console = Console(record=True, width=60, color_system=None)
+    print_summary(dirs, console, [str(problems)])
+    text = console.export_text()
+    assert all(len(line) <= 60 for line in text.splitlines())
+    assert re.search(r"C\s+m-2B\s+.*57\.5", text), text
+    assert "not shown for lack of width" in " ".join(text.split())
 
 
 def test_formatting_helpers():
@@ -135,6 +147,8 @@ class DevTools:
         import websocket  # websocket-client, a dev dependency
 
         self.profile = folder / "profile"
+        port_file = self.profile / "DevToolsActivePort"
+        port_file.unlink(missing_ok=True)  # a stale one from an earlier browser names a dead port
         self.log = open(folder / "chromium.log", "w")
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -142,7 +156,6 @@ class DevTools:
              "--disable-extensions", "--remote-debugging-address=127.0.0.1",
              "--remote-debugging-port=0", f"--user-data-dir={self.profile}", "about:blank"],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        port_file = self.profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -150,8 +163,13 @@ class DevTools:
                 raise RuntimeError(f"chromium did not start; see {folder / 'chromium.log'}")
             time.sleep(0.1)
         port, path = port_file.read_text().splitlines()[:2]
-        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=60,
-                                              suppress_origin=True)
+        self.ws = None
+        try:
+            self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=60,
+                                                  suppress_origin=True)
+        except Exception:
+            self.close()  # never leave a browser behind
+            raise
         self.next_id, self.events, self.session = 0, [], None
 
     def send(self, method: str, **params):
@@ -214,7 +232,7 @@ class DevTools:
 
     def close(self):
         try:
-            if getattr(self, "ws", None):
+            if getattr(self, "ws", None) is not None:
                 self.ws.close()
         finally:
             self.proc.terminate()

@@ -56,3 +56,17 @@ def test_every_reference_program_passes_in_the_sandbox():
     result = CliRunner().invoke(main, ["problems", "validate", "--execute", "--sandbox", "process"])
     assert result.exit_code == 0, result.output
     assert "575 of 575 test programs pass" in result.output
+
+
+@pytest.mark.slow
+def test_reference_backend_over_the_suite_in_both_modes(tmp_path):
+    import json
+    for mode in ("multi", "single"):
+        out = tmp_path / mode
+        result = CliRunner().invoke(main, ["run", "--backend", "reference", "--mode", mode, "--sandbox", "process",
+                                           "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["n_problems"] == 115 and summary["n_programs"] == 575
+        if mode == "multi":
+            assert summary["pass_rate"] == 100.0

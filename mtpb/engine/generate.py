@@ -29,6 +29,7 @@ class GenerationRequest:
     temperature: float = 0.0          # 0 = greedy
     top_p: float = 1.0
     key: Hashable | None = None       # the sequence's identity across calls, for reusing its cache row
+    ignore_eos: bool = False          # run to max_new_tokens whatever comes (benchmarks)
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ class Engine:
             s.out.append(t)
 
     def _check(self, s: _Live, is_finished) -> None:
-        if s.out[-1] == self.tokenizer.eos_id:
+        if s.out[-1] == self.tokenizer.eos_id and not s.request.ignore_eos:
             s.finish = "eos"
         elif len(s.out) >= s.request.max_new_tokens or s.fed + 1 >= self.max_length:
             s.finish = "length"

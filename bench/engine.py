@@ -1,0 +1,228 @@
+"""The bundled engine against the transformers baseline, side by side in one run.
+
+    python bench/engine.py workload [--model checkpoints/tiny-codegen] [--problems 8] [--n 1]
+    python bench/engine.py decode [--shape 350M] [--tokens 64] [--batches 1,16]
+
+workload: the multi-turn workload (the suite's problems x 5 tests x n samples, turn by turn as the
+runner does it: one generate call per turn index over a batch of items), greedy, with the same
+checkpoint through both backends. Checks the programs are identical and prints wall time, tokens/s
+and the ratio. On CPU a fixed subset (--problems, default 8) keeps it short.
+
+decode: a random-init checkpoint of a CodeGen shape (saved by transformers' save_pretrained),
+a short prompt and a fixed number of new tokens (eos ignored) at batch 1 and 16: decode tokens/s,
+engine vs transformers, timed as generate(N tokens) minus generate(1 token) so prefill drops out.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))   # run from a checkout without installing
+
+TINY = ROOT / "checkpoints" / "tiny-codegen"
+SHAPES = {   # the released CodeGen sizes' shapes (random weights: only speed is measured)
+    "tiny": dict(vocab_size=4096, n_embd=256, n_layer=4, n_head=8, rotary_dim=16),
+    "350M": dict(vocab_size=51200, n_embd=1024, n_layer=20, n_head=16, rotary_dim=32),
+    "2B": dict(vocab_size=51200, n_embd=2560, n_layer=32, n_head=32, rotary_dim=64),
+    "6B": dict(vocab_size=51200, n_embd=4096, n_layer=33, n_head=16, rotary_dim=64),
+}
+SYNTHETIC = [   # used when the suite's problems cannot be loaded
+    ["Assign the string \"{s}\" to a variable named \"text\".", "Split \"text\" into a list of words named \"words\".",
+     "Count the words longer than three letters.", "Print the count."],
+    ["Create a list named \"xs\" with the integers from 1 to {n}.", "Square every element of \"xs\".",
+     "Compute the sum of the squares.", "Print the sum."],
+    ["Define a function \"is_even\" that returns whether a number is even.",
+     "Filter the list {xs} with \"is_even\" into \"evens\".", "Print \"evens\"."],
+    ["Import pandas as pd and create a DataFrame named \"df\" with a column \"a\" holding {xs}.",
+     "Add a column \"b\" that doubles \"a\".", "Compute the mean of \"b\".", "Print the mean rounded to 2 digits."],
+]
+
+
+def workload_items(n_problems: int | None, n_samples: int) -> list[tuple[tuple, list[str], int]]:
+    """(item key, rendered turn prompts, max tokens per turn) for problems x 5 tests x n samples."""
+    items = []
+    try:
+        from mtpb.problems import load_problems
+        problems = sorted(load_problems(), key=lambda p: p.id)
+    except Exception as e:   # the suite may be missing or mid-edit: the benchmark still runs
+        print(f"(suite not loadable: {e.__class__.__name__}; using the synthetic workload)")
+        problems = []
+    if problems:
+        for p in problems[:n_problems]:
+            for t, test in enumerate(p.tests):
+                for s in range(n_samples):
+                    items.append(((p.id, t, s), p.prompts(test), p.max_gen_length))
+    else:
+        for pid, turns in enumerate(SYNTHETIC[:n_problems]):
+            for t in range(5):
+                values = dict(s=f"the quick brown fox {t}", n=5 + t, xs=list(range(t, t + 6)))
+                for s in range(n_samples):
+                    items.append(((pid, t, s), [x.format(**values) for x in turns], 128))
+    return items
+
+
+def run_workload(backend, items, params, batch: int) -> tuple[list[str], float, list[str]]:
+    """The runner's turn loop: the final programs, the seconds spent in generate, the kept completions."""
+    from mtpb.backends.base import Request
+    from mtpb.prompts import PREFIX, truncate, wrap_prompt
+    programs = {key: PREFIX for key, _, _ in items}
+    seconds, kept = 0.0, []
+    for lo in range(0, len(items), batch):
+        group = items[lo:lo + batch]
+        for turn in range(max(len(prompts) for _, prompts, _ in group)):
+            live = [(key, prompts, budget) for key, prompts, budget in group if turn < len(prompts)]
+            for key, prompts, _ in live:
+                programs[key] += wrap_prompt(prompts[turn])
+            reqs = [Request(programs[key], budget, seed=hash(key) & 0xFFFF, problem_id=key[0], test_index=key[1],
+                            sample_index=key[2], turn_index=turn) for key, _, budget in live]
+            t0 = time.perf_counter()
+            raws = backend.generate(reqs, params)
+            seconds += time.perf_counter() - t0
+            for (key, _, _), raw in zip(live, raws):
+                kept.append(truncate(raw, params.mode))
+                programs[key] += kept[-1] + "\n\n"
+    return [programs[key] for key, _, _ in items], seconds, kept
+
+
+def workload(args) -> None:
+    import torch
+    from mtpb.backends.base import SamplingParams
+    from mtpb.backends.registry import create_backend
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype or ("fp16" if device == "cuda" else "fp32")
+    n_problems = args.problems if args.problems is not None else (None if device == "cuda" else 8)
+    items = workload_items(n_problems, args.n)
+    options = {"device": device, "dtype": dtype, "batch_size": str(args.batch_size)}
+    params = SamplingParams(temperature=0.0)
+    engine = create_backend("codegen", args.model, options)
+    tokenizer = engine.engine.tokenizer
+    print(f"workload: {len(items)} programs ({len({k[0] for k, _, _ in items})} problems x 5 tests x {args.n}), "
+          f"greedy, batch {args.batch_size}, {device} {dtype}, model {args.model}")
+    run_workload(engine, items[:2], params, args.batch_size)                 # warm-up (and kernels)
+    engine.engine.stats.__init__()
+    ours, ours_s, kept = run_workload(engine, items, params, args.batch_size)
+    stats = engine.engine.stats
+    turns = sum(len(p) for _, p, _ in items)
+    rows = [("codegen (engine)", ours_s, stats.generated_tokens, stats.prompt_tokens - stats.reused_tokens)]
+    theirs = None
+    if not args.engine_only:
+        baseline = create_backend("transformers", args.model, options)
+        run_workload(baseline, items[:2], params, args.batch_size)
+        theirs, theirs_s, _ = run_workload(baseline, items, params, args.batch_size)
+        budget = sum(b * len(p) for _, p, b in items)
+        rows.insert(0, ("transformers (baseline)", theirs_s, budget, None))
+    useful = sum(len(tokenizer.encode(k)) for k in kept)
+    print(f"{turns} turns; {useful} tokens in the kept completions")
+    print(f"{'backend':26}{'wall s':>9}{'generated tok':>15}{'gen tok/s':>11}{'kept tok/s':>12}{'prefilled tok':>15}")
+    for name, secs, gen, pre in rows:
+        print(f"{name:26}{secs:9.2f}{gen:15d}{gen / secs:11.1f}{useful / secs:12.1f}{pre if pre is not None else '-':>15}")
+    if theirs is not None:
+        same = sum(a == b for a, b in zip(ours, theirs))
+        print(f"speed-up (transformers wall / engine wall): {theirs_s / ours_s:.2f}x")
+        print(f"greedy programs identical: {same}/{len(items)}")
+        if same != len(items):
+            for a, b in zip(ours, theirs):
+                if a != b:
+                    print("first difference:\n--- engine\n" + a + "\n--- transformers\n" + b)
+                    break
+            sys.exit(1)
+
+
+def random_checkpoint(shape: str, folder: Path, dtype) -> Path:
+    import torch
+    import transformers
+    torch.manual_seed(0)
+    cfg = transformers.CodeGenConfig(n_positions=2048, n_ctx=2048, bos_token_id=50256 if shape != "tiny" else 4057,
+                                     eos_token_id=50256 if shape != "tiny" else 4057, **SHAPES[shape])
+    model = transformers.CodeGenForCausalLM(cfg).to(dtype)
+    model.save_pretrained(folder)
+    for f in TINY.iterdir():   # any tokenizer with ids below the vocab size will do for speed
+        if f.suffix in (".json", ".txt") and f.name not in ("config.json", "generation_config.json"):
+            shutil.copy(f, folder / f.name)
+    return folder
+
+
+def decode(args) -> None:
+    import torch
+    import transformers
+    from mtpb.engine.generate import Engine, GenerationRequest
+    from mtpb.engine.load import load_model, parse_dtype
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = parse_dtype(args.dtype or ("fp16" if device == "cuda" else "fp32"))
+    batches = [int(b) for b in args.batches.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = random_checkpoint(args.shape, Path(tmp), dtype)
+        net, tok = load_model(folder, device, dtype)
+        hf = transformers.CodeGenForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    prompt = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
+    ids = torch.tensor([tok.encode(prompt)], device=device)
+    n_params = sum(p.numel() for p in net.parameters())
+    print(f"decode: {args.shape} shape ({n_params / 1e6:.0f}M parameters, random init), {device} {str(dtype)[6:]}, "
+          f"prompt {ids.shape[1]} tokens, {args.tokens} new tokens (eos ignored)")
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def time_engine(batch, n):
+        engine = Engine(net, tok, max_batch=batch)
+        reqs = [GenerationRequest(prompt, n, ignore_eos=True, key=i) for i in range(batch)]
+        engine.generate(reqs)                   # warm-up
+        sync()
+        t0 = time.perf_counter()
+        engine.generate([GenerationRequest(prompt + " ", n, ignore_eos=True, key=i) for i in range(batch)])
+        sync()
+        return time.perf_counter() - t0
+
+    @torch.inference_mode()
+    def time_hf(batch, n):
+        x = ids.repeat(batch, 1)
+        kw = dict(attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=n, min_new_tokens=n,
+                  pad_token_id=tok.eos_id)
+        hf.generate(x, **kw)
+        sync()
+        t0 = time.perf_counter()
+        hf.generate(x, **kw)
+        sync()
+        return time.perf_counter() - t0
+
+    print(f"{'batch':>5}{'engine tok/s':>14}{'transformers tok/s':>20}{'ratio':>8}")
+    for batch in batches:
+        rates = []
+        for fn in (time_engine, time_hf):
+            t = fn(batch, args.tokens) - fn(batch, 1)
+            rates.append(batch * (args.tokens - 1) / t)
+        print(f"{batch:5d}{rates[0]:14.1f}{rates[1]:20.1f}{rates[0] / rates[1]:7.2f}x", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="mode", required=True)
+    w = sub.add_parser("workload", help="multi-turn workload, engine vs transformers (greedy)")
+    w.add_argument("--model", default=str(TINY))
+    w.add_argument("--problems", type=int, default=None, help="first K problems (default 8 on CPU, all on GPU)")
+    w.add_argument("--n", type=int, default=1, help="samples per (problem, test)")
+    w.add_argument("--batch-size", type=int, default=16)
+    w.add_argument("--engine-only", action="store_true")
+    d = sub.add_parser("decode", help="decode tokens/s on a random-init shape")
+    d.add_argument("--shape", choices=sorted(SHAPES), default="350M")
+    d.add_argument("--tokens", type=int, default=64)
+    d.add_argument("--batches", default="1,16")
+    for p in (w, d):
+        p.add_argument("--device", default=None)
+        p.add_argument("--dtype", default=None)
+        p.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    workload(args) if args.mode == "workload" else decode(args)
+
+
+if __name__ == "__main__":
+    main()

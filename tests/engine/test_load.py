@@ -1,0 +1,66 @@
+"""Checkpoint folders: formats, dtypes, meta-device loading and the errors users see."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from mtpb.engine.load import load_model, parse_dtype, resolve_folder, weight_files
+
+
+def test_safetensors_shards_are_listed_in_index_order(small_ckpt):
+    files = weight_files(small_ckpt)
+    assert len(files) > 1 and all(f.suffix == ".safetensors" for f in files)
+
+
+def test_bin_shards_load_and_skip_stored_causal_masks(small_bin):
+    assert all(f.suffix == ".bin" for f in weight_files(small_bin))
+    net, _ = load_model(small_bin, "cpu", "fp32")
+    assert not any("causal_mask" in n for n, _ in net.named_parameters())
+
+
+def test_loads_straight_into_the_target_dtype(small_ckpt):
+    net, _ = load_model(small_ckpt, "cpu", "bf16")
+    assert {p.dtype for p in net.parameters()} == {torch.bfloat16}
+    assert not any(p.is_meta for p in net.parameters())
+    assert net.rope.dtype == torch.float32 and torch.isfinite(net.rope).all()
+
+
+def test_missing_tensor_is_an_error(small_ckpt, tmp_path):
+    from safetensors.torch import load_file, save_file
+    folder = tmp_path / "broken"
+    shutil.copytree(small_ckpt, folder)
+    for f in folder.glob("*.safetensors*"):
+        f.unlink()
+    state = {}
+    for f in weight_files(small_ckpt):
+        state.update(load_file(f))
+    state.pop("lm_head.bias")
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="lm_head.bias"):
+        load_model(folder, "cpu", "fp32")
+
+
+def test_not_codegen_is_an_error(small_ckpt, tmp_path):
+    folder = tmp_path / "gpt2"
+    shutil.copytree(small_ckpt, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["model_type"] = "gpt2"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="not a CodeGen"):
+        load_model(folder, "cpu", "fp32")
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint folder"):
+        resolve_folder(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError):
+        weight_files(tmp_path)
+
+
+def test_dtype_names():
+    assert parse_dtype("fp16") is torch.float16 and parse_dtype("bfloat16") is torch.bfloat16
+    with pytest.raises(ValueError):
+        parse_dtype("int8")
