@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mtpb.serve import serve_command  # stdlib + click only; the engine loads when it runs
+
 console = Console(stderr=True)
 out = Console()
 
@@ -370,6 +372,8 @@ def sandbox_check(name):
     if not all(r["ok"] for r in rows):
         sys.exit(1)
 
+
+main.add_command(serve_command)
 
 if __name__ == "__main__":
     main()

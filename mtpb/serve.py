@@ -181,7 +181,7 @@ class App:
         return {"object": "list", "data": [{"id": self.name, "object": "model", "created": self.created,
                                             "owned_by": "mtpb", "max_model_len": self.max_length}]}
 
-    def complete(self, body: dict, chat: bool) -> tuple[dict, Sampling, list[Output]]:
+    def complete(self, body: dict, chat: bool) -> tuple[dict, Sampling]:
         if body.get("model") not in (self.name, None):
             raise ApiError(404, f"model {body.get('model')!r} does not exist: this server serves {self.name!r}",
                            "model", "not_found_error")
@@ -196,7 +196,7 @@ class App:
         reply = {"id": f"{kind}-{secrets.token_hex(12)}", "object": "chat.completion" if chat else "text_completion",
                  "created": int(time.time()), "model": self.name,
                  "choices": [choice(i, o) for i, o in enumerate(outputs)], "usage": usage(outputs, s.n)}
-        return reply, s, outputs
+        return reply, s
 
 
 def stream_events(reply: dict, chat: bool):
@@ -254,7 +254,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "the request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object")
-        reply, sampling, _ = self.app.complete(body, chat)
+        reply, sampling = self.app.complete(body, chat)
         if sampling.stream:
             return self._stream(stream_events(reply, chat))
         self._json(200, reply)
@@ -312,10 +312,15 @@ class Handler(BaseHTTPRequestHandler):
 
 
 # ------------------------------------------------------------------------------------ the server
+class HTTPServer(ThreadingHTTPServer):
+    request_queue_size = 1024     # the default 5 resets connections when many clients connect at once
+    daemon_threads = True
+
+
 class Server:
     """A running server: HTTP threads on `httpd`, the engine thread in `batcher`."""
 
-    def __init__(self, httpd: ThreadingHTTPServer, app: App, info: dict):
+    def __init__(self, httpd: HTTPServer, app: App, info: dict):
         self.httpd, self.app, self.info = httpd, app, info
         self._thread: threading.Thread | None = None
 
@@ -327,7 +332,7 @@ class Server:
     def serve_forever(self) -> None:
         self.httpd.serve_forever(poll_interval=0.2)
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         """Serve from a background thread (tests, the bench); close() stops it."""
         self._thread = threading.Thread(target=self.serve_forever, name="mtpb-http", daemon=True)
         self._thread.start()
@@ -375,11 +380,10 @@ def start_server(model: str | None = None, host: str = "127.0.0.1", port: int = 
     name = served_model_name or model or Path(info["model"]).name
     batcher = Batcher(engine_runner(engine), max_batch=batch_size)
     try:
-        httpd = ThreadingHTTPServer((host, port), Handler)
+        httpd = HTTPServer((host, port), Handler)
     except OSError:
         batcher.close()
         raise
-    httpd.daemon_threads = True
     httpd.app = App(name, batcher, engine.max_length, api_key)  # type: ignore[attr-defined]
     return Server(httpd, httpd.app, info)  # type: ignore[attr-defined]
 
