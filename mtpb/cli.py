@@ -353,6 +353,27 @@ def sandbox():
     """Build, check and clean the docker sandbox."""
 
 
+@sandbox.command("build")
+@click.option("--force", is_flag=True, help="Rebuild the base image and the image even if they exist.")
+@click.option("--mirror", default=None, metavar="URL",
+              help="Debian mirror for a debootstrap base (default: the one this machine's apt uses).")
+@friendly
+def sandbox_build(force, mirror):
+    """Build the docker sandbox image from sandbox/ (reused while sandbox/ is unchanged)."""
+    from mtpb.sandboxes.docker import build_image
+    tag = build_image(force=force, mirror=mirror,
+                      progress=lambda line: console.print(line, markup=False, highlight=False))
+    out.print(tag)
+
+
+@sandbox.command("clean")
+@friendly
+def sandbox_clean():
+    """Remove every container mtpb left behind (found by label). Not while a run is going."""
+    from mtpb.sandboxes.docker import clean
+    out.print(f"removed {clean()} container(s)")
+
+
 @sandbox.command("check")
 @click.option("--sandbox", "name", default="auto", show_default=True, type=click.Choice(["auto", "docker", "process"]))
 @friendly

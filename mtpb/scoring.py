@@ -165,6 +165,13 @@ class Verdict:
 
 def verdict(reply: dict, expected, rules: str) -> Verdict:
     """Status and pass from an executor reply (sandbox/executor.py) and the expected output."""
+    try:
+        return _verdict(reply, expected, rules)
+    except Exception as e:  # the result is written by the untrusted program: a malformed one just fails
+        return Verdict("failed", False, None, f"malformed result from the sandbox ({type(e).__name__}: {e})"[:300])
+
+
+def _verdict(reply: dict, expected, rules: str) -> Verdict:
     if reply.get("sandbox_error") or reply.get("internal_error"):
         return Verdict("sandbox_error", False, None, reply.get("sandbox_error") or reply.get("internal_error"))
     result = reply.get("result") or {}

@@ -32,6 +32,13 @@ except ImportError:  # the reducer and programs then simply lack pandas
 
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+IPC_RMID = 0
+# Signals a program could send its executor (same uid) whose default is to end it; ignored by the
+# executor and restored in each child. SIGKILL and SIGSTOP cannot be; the host retries those.
+SHIELDED = [s for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                        signal.SIGUSR2, signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO,
+                        signal.SIGPWR, signal.SIGTRAP, signal.SIGSYS, signal.SIGXCPU)]
 UNPRIVILEGED = 65534
 LIMITS = {  # defaults; the host may override them per executor with --limits JSON
     "memory_mb": 1024,     # address space on top of what the executor itself maps
@@ -78,11 +85,17 @@ class Executor:
         self.address_space = _vm_size() + (self.limits["memory_mb"] << 20)
         self.nproc = _my_processes() + self.limits["nproc"]
         _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of a program are reparented to us, not to init
+        # Not dumpable: a program (same uid) can then neither open /proc/<us>/fd/* (write forged
+        # replies to our stdout, read requests from our stdin) nor ptrace us. Children inherit it.
+        _prctl(PR_SET_DUMPABLE, 0)
+        self.dispositions = {sig: signal.signal(sig, signal.SIG_IGN) for sig in SHIELDED}
 
     # ------------------------------------------------------------------ child side
     def _child(self, program: str, timeout: float, out_w: int, err_w: int, res_w: int):
         try:
             os.setsid()
+            for sig, disposition in self.dispositions.items():
+                signal.signal(sig, disposition)
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             workdir = os.path.join(self.tmp_root, "run")
             os.makedirs(workdir, exist_ok=True)
@@ -125,6 +138,7 @@ class Executor:
         pipes = [os.pipe() for _ in range(3)]
         sys.stdout.flush()
         start = time.monotonic()
+        start_wall = int(time.time())
         pid = os.fork()
         if pid == 0:
             for r, _ in pipes:
@@ -159,6 +173,7 @@ class Executor:
             for fd in list(open_fds):
                 self._read(fd, open_fds, bufs, sizes, caps)
         self._clean_files()
+        self._clean_ipc(start_wall)
         reply = {"seconds": round(seconds, 4), "timed_out": timed_out,
                  "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                  "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
@@ -220,13 +235,6 @@ class Executor:
                     pass
 
     def _clean_files(self):
-        def unlock(func, path, _exc):
-            try:
-                os.chmod(os.path.dirname(path) or path, 0o700)
-                os.chmod(path, 0o700)
-                func(path)
-            except OSError:
-                pass
         for root in self.clean_roots:
             try:
                 names = os.listdir(root)
@@ -235,12 +243,51 @@ class Executor:
             for name in names:
                 path = os.path.join(root, name)
                 if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path, onerror=unlock)
+                    _open_up(path)
+                    shutil.rmtree(path, ignore_errors=True)
                 else:
                     try:
                         os.unlink(path)
                     except OSError:
                         pass
+
+    @staticmethod
+    def _clean_ipc(since: int):
+        """SysV IPC objects outlive their creator: remove those of our uid made since the program began."""
+        uid = os.getuid()
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            return
+        removers = {"shm": lambda i: libc.shmctl(i, IPC_RMID, None), "sem": lambda i: libc.semctl(i, 0, IPC_RMID),
+                    "msg": lambda i: libc.msgctl(i, IPC_RMID, None)}
+        for kind, remove in removers.items():
+            try:
+                with open(f"/proc/sysvipc/{kind}") as f:
+                    header, *rows = f.read().splitlines()
+            except (OSError, ValueError):
+                continue
+            columns = header.split()
+            for row in rows:
+                fields = dict(zip(columns, row.split()))
+                if int(fields.get("uid", -1)) == uid and int(fields.get("ctime", 0)) >= since - 1:
+                    remove(int(fields["shmid" if kind == "shm" else "semid" if kind == "sem" else "msqid"]))
+
+
+def _open_up(top: str):
+    """A program may leave folders it made unreadable (chmod 000): open them, top down, before removing."""
+    try:
+        os.chmod(top, 0o700)
+    except OSError:
+        return
+    for folder, subfolders, _ in os.walk(top):
+        for name in subfolders:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                try:
+                    os.chmod(path, 0o700)
+                except OSError:
+                    pass
 
 
 def main():

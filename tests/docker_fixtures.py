@@ -76,6 +76,10 @@ class Engine:
     def __init__(self):
         self.pid = self._pid()
         self.cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")[:-1] if self.pid else None
+        try:  # under systemd, which would restart it behind our back: go through systemctl instead
+            self.unit = "docker" if "docker.service" in Path(f"/proc/{self.pid}/cgroup").read_text() else None
+        except OSError:
+            self.unit = None
 
     @staticmethod
     def _pid() -> int | None:
@@ -94,15 +98,37 @@ class Engine:
         return None
 
     def stop(self):
-        os.kill(self.pid, signal.SIGTERM)
-        if not wait_for(lambda: not Path(f"/proc/{self.pid}").exists(), 60):
+        if self.unit:
+            subprocess.run(["systemctl", "stop", "docker.socket", self.unit], check=True)
+        else:
+            os.kill(self.pid, signal.SIGTERM)
+        if not wait_for(lambda: not _alive(self.pid), 60):
             raise AssertionError("dockerd did not stop within 60 s")
 
     def start(self):
-        log = open(os.environ.get("MTPB_DOCKERD_LOG", "/tmp/dockerd.log"), "ab")
-        # its own session: the engine must outlive this test process
-        subprocess.Popen(self.cmdline, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        log.close()
+        if self.unit:
+            subprocess.run(["systemctl", "start", self.unit], check=True)
+        else:
+            log = open(os.environ.get("MTPB_DOCKERD_LOG", "/tmp/dockerd.log"), "ab")
+            # its own session: the engine must outlive this test process
+            self.process = subprocess.Popen(self.cmdline, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                            start_new_session=True)
+            log.close()
         if not wait_for(lambda: subprocess.run(["docker", "info"], capture_output=True).returncode == 0, 90, 0.5):
             raise AssertionError("dockerd did not come back within 90 s")
         self.pid = self._pid()
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (a dockerd this process started stays one until it is waited for)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    if state == "Z":
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        return False
+    return True

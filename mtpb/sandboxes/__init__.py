@@ -18,7 +18,12 @@ def open_sandbox(name: str, workers: int = 2, limits: Limits | None = None, warn
         else:
             reason = docker_sandbox.unavailable_reason()
             if reason is None:
-                return docker_sandbox.DockerSandbox(workers=workers, limits=limits)
+                try:
+                    return docker_sandbox.DockerSandbox(workers=workers, limits=limits)
+                except SandboxUnavailable as e:  # e.g. an engine that refuses the hardening
+                    if name == "docker":
+                        raise
+                    reason = str(e)
         if name == "docker":
             raise SandboxUnavailable(reason)
         warn(f"sandbox: using process, not docker: {reason}")

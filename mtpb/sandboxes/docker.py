@@ -1,12 +1,13 @@
 """The `docker` sandbox: a pool of warm, hardened containers, one executor (sandbox/executor.py) each.
 
-Each pool slot runs `docker run -i` of the image built from sandbox/ and speaks the executor's line
-protocol over the CLI's stdin and stdout, so a program costs one fork inside a container that is
-already up, not a container start. A container is thrown away and replaced after `recycle_after`
-programs and after any program that had to be killed (timeout, signal); one that dies or wedges
-mid-program is replaced and the program retried once, then reported as sandbox_error. If the engine
-itself stops answering, the batch raises EngineGone and returns nothing, so the runner records
-nothing for it and rerunning the same command resumes: no result is lost or recorded twice.
+Each pool slot creates a container with the `docker` CLI and runs the executor in it as an exec'd
+process whose stdin and stdout the pool reaches over the engine's API socket, so a program costs
+one fork inside a container that is already up: no container start and no CLI process relaying
+each line. A container is thrown away and replaced after `recycle_after` programs and after any
+program that had to be killed (timeout, signal); one that dies or wedges mid-program is replaced
+and the program retried once, then reported as sandbox_error. If the engine itself stops
+answering, the batch raises EngineGone and returns nothing, so the runner records nothing for it
+and rerunning the same command resumes: no result is lost or recorded twice.
 """
 from __future__ import annotations
 
@@ -15,21 +16,26 @@ import json
 import os
 import queue
 import secrets
+import select
 import socket
+import struct
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 
-from mtpb.sandboxes.base import ExecutorClient, ExecutorDied, Limits, Pool, SandboxUnavailable
-from mtpb.sandboxes.docker_image import (LABEL, EngineGone, build_image, docker, engine_reason, image_exists,
-                                         image_tag)
+from mtpb.sandboxes import base
+from mtpb.sandboxes.base import ExecutorDied, Limits, Pool, SandboxUnavailable
+from mtpb.sandboxes.docker_engine import (LABEL, EngineGone, api, docker, engine_address, engine_gone,
+                                          engine_reason, hijack)
+from mtpb.sandboxes.docker_image import build_image, image_exists, image_tag
 
-__all__ = ["DockerSandbox", "EngineGone", "build_image", "clean", "unavailable_reason", "Hardening"]
+__all__ = ["DockerSandbox", "EngineGone", "Hardening", "build_image", "clean", "unavailable_reason"]
 
 FIRST_UID = 10000        # slot i runs as uid FIRST_UID + i, so no two containers share a per-uid count
 GID = 10000
 START_TRIES = 3          # a container that will not start this often means the engine or image is broken
-RECYCLE_AFTER = int(os.environ.get("MTPB_DOCKER_RECYCLE_AFTER", "1000"))
+RECYCLE_AFTER = 1000     # programs per container; MTPB_DOCKER_RECYCLE_AFTER overrides
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,13 @@ class Hardening:
                 "--user", f"{uid}:{GID}", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
                 "--pids-limit", str(limits.nproc + self.extra_pids),
                 "--memory", memory, "--memory-swap", memory, "--cpus", f"{self.cpus:g}",
-                "--init", "--hostname", "sandbox",
-                # replies already come back through the attach stream; a log would only copy them to disk
+                # pid 1 is an init that reaps; a stop needs no grace (the executor keeps no state)
+                "--init", "--stop-timeout", "1", "--hostname", "sandbox",
+                # no SysV IPC and no POSIX message queues: their objects would outlive a program in the
+                # container's IPC namespace, where the next program could find them
+                "--sysctl", "kernel.shmmni=0", "--sysctl", "kernel.msgmni=0", "--sysctl", "kernel.sem=0 0 0 0",
+                "--sysctl", "fs.mqueue.queues_max=0",
+                # the executor's replies come through the exec stream; nothing else needs keeping on disk
                 "--log-driver", "none"]
 
 
@@ -62,6 +73,7 @@ def unavailable_reason() -> str | None:
         return reason
     tag = image_tag()
     try:
+        engine_address()
         if image_exists(tag, timeout=3):
             return None
     except SandboxUnavailable as e:
@@ -77,64 +89,114 @@ def clean() -> int:
     return len(ids)
 
 
-class ContainerClient(ExecutorClient):
-    """One executor in its own container. kill() and retire() remove the container, not only the CLI."""
+# The container's own process only waits for its stdin to close (the pool holds it open: when the
+# harness goes, even by kill -9, the container stops and removes itself). It ignores the signals a
+# program could send it through init, which forwards them.
+IDLE = ["/bin/sh", "-c", "trap '' TERM INT HUP QUIT USR1 USR2 ALRM; exec cat >/dev/null"]
+
+
+class ContainerClient:
+    """One executor in its own container, spoken to over an exec stream of the engine's API socket.
+
+    Same interface as base.ExecutorClient (start, run, kill, stop), plus retire(). The executor is
+    an exec'd process, not the container's main one, so its stdin and stdout are held by it alone:
+    init (pid 1, same uid, readable through /proc) holds only the idle main process's stdio.
+    """
 
     def __init__(self, image: str, slot: int, owner: str, limits: Limits, hardening: Hardening,
-                 recycle_after: int):
+                 recycle_after: int, address: tuple):
+        self.create_args = ["--label", f"{LABEL}=executor", "--label", f"mtpb.owner={owner}",
+                            *hardening.run_args(limits, FIRST_UID + slot), image, *IDLE]
         args = json.dumps({"limits": limits.executor_limits(), "tmp_root": "/tmp", "clean": ["/tmp", "/dev/shm"]})
-        self.run_args = ["--label", f"{LABEL}=executor", "--label", f"mtpb.owner={owner}",
-                         *hardening.run_args(limits, FIRST_UID + slot), image,
-                         "/usr/bin/python3", "-I", "/sandbox/executor.py", args]
-        self.prefix, self.recycle_after = f"mtpb-{owner}-{slot}", recycle_after
+        self.executor = ["/usr/bin/python3", "-I", "/sandbox/executor.py", args]
+        self.prefix, self.recycle_after, self.address = f"mtpb-{owner}-{slot}", recycle_after, address
         self.names = itertools.count()
-        self.name, self.served, self.retiring = None, 0, []
-        super().__init__([])
+        self.name, self.sock, self.lifeline, self.served, self.hello = None, None, None, 0, None
+        self.retiring: list[subprocess.Popen] = []
+        self._frames, self._lines, self._stderr = b"", b"", b""
 
+    # ------------------------------------------------------------------ lifecycle
     def start(self):
         """Start a fresh container; raise SandboxUnavailable (which stops the run) if none will start."""
         error = None
         for _ in range(START_TRIES):
-            self.name = f"{self.prefix}-{next(self.names)}"
-            self.command = ["docker", "run", "-i", "--rm", "--name", self.name, *self.run_args]
-            self.served = 0
             try:
-                return super().start()
-            except ExecutorDied as e:
+                return self._start_once()
+            except (ExecutorDied, SandboxUnavailable, OSError) as e:
                 error = e
                 self.kill()
                 reason = engine_reason()
                 if reason:
-                    raise EngineGone(f"the Docker engine stopped answering ({reason}): rerun the same command "
-                                     "to resume")
+                    raise engine_gone(reason)
         raise SandboxUnavailable(f"no sandbox container would start ({START_TRIES} tries): {error}")
 
+    def _start_once(self):
+        self.name = f"{self.prefix}-{next(self.names)}"
+        self.served, self._frames, self._lines, self._stderr = 0, b"", b"", b""
+        docker("create", "-i", "--rm", "--name", self.name, *self.create_args, timeout=60)
+        self.lifeline, _ = hijack(self.address, f"/containers/{self.name}/attach?stream=1&stdin=1")
+        docker("start", self.name, timeout=60)
+        run = api(self.address, "POST", f"/containers/{self.name}/exec",
+                  {"AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Tty": False,
+                   "Cmd": self.executor})
+        self.sock, self._frames = hijack(self.address, f"/exec/{run['Id']}/start", {"Detach": False, "Tty": False})
+        self.hello = self._readline(time.monotonic() + base.START_SECONDS, "starting")
+        if not self.hello.get("ready"):
+            raise ExecutorDied(f"the executor did not start: {self.hello}")
+
     def run(self, program: str, timeout: float) -> dict:
-        reply = super().run(program, timeout)
+        if self.sock is None:
+            self.start()
+        number = self.served
+        request = json.dumps({"id": number, "program": program, "timeout": timeout}) + "\n"
+        try:
+            self.sock.sendall(request.encode())
+        except OSError as e:
+            raise ExecutorDied(f"cannot write to the executor: {e}")
+        reply = self._readline(time.monotonic() + timeout + base.GRACE_SECONDS)
         self.served += 1
-        # the executor already killed and removed what a killed program left; a fresh container
-        # is the second line of defence, and cheap next to the timeout that was just spent
-        if reply.get("timed_out") or reply.get("signal") is not None or self.served >= self.recycle_after:
+        if reply.get("id") != number:
+            # a line this container sent was not the reply to this request (a program that reached the
+            # executor's stdout can write lines): stop trusting the stream, retry on a fresh container
+            raise ExecutorDied(f"the executor's replies are out of step (reply {reply.get('id')!r} to request "
+                               f"{number})")
+        # The executor already killed and removed what a killed program left; a fresh container is
+        # the second line of defence, and cheap next to the timeout just spent. After an internal
+        # error the executor may not have cleaned up at all.
+        if (reply.get("timed_out") or reply.get("signal") is not None or "internal_error" in reply
+                or self.served >= self.recycle_after):
             self.retire()
         return reply
 
     def kill(self):
         """The executor died or wedged: remove its container now (the retry needs the slot's budget)."""
-        name = self.name
-        super().kill()
-        if name:
-            docker("rm", "-f", name, timeout=60, check=False)
+        self._close_stream()
+        if self.name:
+            docker("rm", "-f", self.name, timeout=60, check=False)
 
     def retire(self):
-        """Replace the container at the next program; removing the old one goes on in the background."""
-        if self.proc is None:
+        """Replace the container at the next program; the old one is removed in the background."""
+        if self.sock is None:
             return
-        self.proc.kill()
-        self.retiring.append(self.proc)
+        self._close_stream()
+        self._reap(wait=False)
         self.retiring.append(subprocess.Popen(["docker", "rm", "-f", self.name], stdin=subprocess.DEVNULL,
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        self.proc = None
-        self._reap(wait=False)
+
+    def stop(self):
+        """Close both streams: the executor and the idle process see end of input and exit, and --rm
+        removes the container."""
+        self._close_stream()
+        self._reap(wait=True)
+
+    def _close_stream(self):
+        for stream in (self.sock, self.lifeline):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        self.sock = self.lifeline = None
 
     def _reap(self, wait: bool):
         alive = []
@@ -142,20 +204,44 @@ class ContainerClient(ExecutorClient):
             try:
                 proc.wait(timeout=60 if wait else 0)
             except subprocess.TimeoutExpired:
-                if wait:
-                    proc.kill()
-                    proc.wait()
-                else:
+                if not wait:
                     alive.append(proc)
                     continue
-            for stream in (proc.stdin, proc.stdout, proc.stderr):
-                if stream:
-                    stream.close()
+                proc.kill()
+                proc.wait()
         self.retiring = alive
 
-    def stop(self):
-        super().stop()  # closes the executor's stdin: it exits, and --rm removes its container
-        self._reap(wait=True)
+    # ------------------------------------------------------------------ the stream
+    def _recv(self, deadline: float, doing: str) -> bytes:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+            raise ExecutorDied(f"the executor stopped answering while {doing} (wedged)")
+        try:
+            chunk = self.sock.recv(1 << 20)
+        except OSError as e:
+            raise ExecutorDied(f"the executor's stream broke: {e}")
+        if not chunk:
+            tail = self._stderr[-500:].decode("utf-8", "replace").strip()
+            raise ExecutorDied("the executor exited" + (f": {tail}" if tail else ""))
+        return chunk
+
+    def _readline(self, deadline: float, doing: str = "running a program") -> dict:
+        """The next stdout line as JSON. Without a TTY the engine frames the stream: an 8-byte header
+        (stream 1 stdout or 2 stderr, 3 zero bytes, 4-byte big-endian length), then the payload."""
+        while b"\n" not in self._lines:
+            while len(self._frames) < 8 or len(self._frames) < 8 + struct.unpack(">I", self._frames[4:8])[0]:
+                self._frames += self._recv(deadline, doing)
+            kind, size = self._frames[0], struct.unpack(">I", self._frames[4:8])[0]
+            payload, self._frames = self._frames[8:8 + size], self._frames[8 + size:]
+            if kind == 1:
+                self._lines += payload
+            else:  # only the executor's own failures reach its stderr; keep the end for the message
+                self._stderr = (self._stderr + payload)[-4096:]
+        line, _, self._lines = self._lines.partition(b"\n")
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise ExecutorDied(f"the executor sent a line that is not JSON: {line[:200]!r}")
 
 
 class ContainerPool(Pool):
@@ -174,7 +260,7 @@ class ContainerPool(Pool):
         for t in threads:
             t.join()
         if failures:
-            # replies of this batch are dropped on purpose: the caller records none, and a rerun redoes it
+            # the replies of this batch are dropped on purpose: the caller records none, a rerun redoes it
             raise failures[0]
         return replies
 
@@ -198,9 +284,8 @@ class ContainerPool(Pool):
                 error = str(e)
                 client.kill()
                 reason = engine_reason()
-                if reason:  # not this program's fault, nor the container's: stop the run, do not record
-                    raise EngineGone(f"the Docker engine stopped answering ({reason}): rerun the same "
-                                     "command to resume")
+                if reason:  # not this program's fault, nor the container's: stop the run, record nothing
+                    raise engine_gone(reason)
                 continue
             if "internal_error" in reply:
                 return {"sandbox_error": f"executor: {reply['internal_error']}"}
@@ -212,7 +297,7 @@ class DockerSandbox:
     name = "docker"
 
     def __init__(self, workers: int = 2, limits: Limits | None = None, image: str | None = None,
-                 recycle_after: int = RECYCLE_AFTER, hardening: Hardening | None = None):
+                 recycle_after: int | None = None, hardening: Hardening | None = None):
         self.limits = limits or Limits()
         reason = engine_reason()
         if reason:
@@ -220,11 +305,14 @@ class DockerSandbox:
         self.image = image or image_tag()
         if not image_exists(self.image):
             raise SandboxUnavailable(f"the sandbox image {self.image} is not built (run: mtpb sandbox build)")
+        address = engine_address()
+        recycle_after = recycle_after or int(os.environ.get("MTPB_DOCKER_RECYCLE_AFTER", RECYCLE_AFTER))
         # one owner label per pool: close() removes exactly its own containers, even ones it lost track of
         self.owner = f"{socket.gethostname()[:20]}-{os.getpid()}-{secrets.token_hex(3)}".replace("_", "-")
         hardening = hardening or Hardening()
         self.pool = ContainerPool(lambda i: ContainerClient(self.image, i, self.owner, self.limits, hardening,
-                                                            max(1, recycle_after)), workers, self.limits)
+                                                            max(1, recycle_after), address),
+                                  workers, self.limits)
         self._start_all()
 
     def _start_all(self):
@@ -259,12 +347,13 @@ class DockerSandbox:
         return done.stdout.decode().split()
 
     def close(self):
+        """Stop every executor and wait until none of this pool's containers is left."""
         for client in self.pool.clients:
-            try:
-                client.stop()
-            except OSError:
-                client.kill()
-        if engine_reason(timeout=3) is None:  # a gone engine took its containers with it
-            left = self.containers()
-            if left:
-                docker("rm", "-f", *left, timeout=120, check=False)
+            client.stop()
+        if engine_reason(timeout=3) is not None:  # a gone engine took its containers with it
+            return
+        deadline = time.monotonic() + 60
+        while (left := self.containers()) and time.monotonic() < deadline:
+            # stopped containers remove themselves (--rm); rm -f hurries any that are still going
+            docker("rm", "-f", *left, timeout=60, check=False)
+            time.sleep(0.2)

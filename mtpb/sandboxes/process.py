@@ -16,9 +16,11 @@ import sys
 import tempfile
 
 from mtpb.sandboxes.base import ExecutorClient, Limits, Pool, SandboxUnavailable, executor_dir
+from mtpb.sandboxes.cgroup import memory_cgroup
 
 NOBODY = 65534
 TMP_BYTES = 256 << 20
+EXECUTOR_BYTES = 512 << 20  # the executor itself (python, numpy, pandas) on top of the program's allowance
 
 
 def _as_nobody() -> dict:
@@ -62,7 +64,7 @@ def bwrap_command(python: str, args: dict) -> list[str]:
         if base and not base.startswith("/usr") and base != prefix:
             cmd += ["--ro-bind", base, base]
     cmd += ["--ro-bind", str(executor_dir()), "/sandbox",
-            "--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev",
+            "--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev", "--mqueue", "/dev/mqueue",
             "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
             "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
             python, "-I", "/sandbox/executor.py", json.dumps(args)]
@@ -79,20 +81,29 @@ class ProcessSandbox:
         self.warning = None if self.bwrap else (
             "bwrap (Debian package bubblewrap) is not installed: programs run under rlimits only, "
             "which is no security boundary")
-        self._dirs = []
+        self._dirs, self._cgroups = [], []
         self.pool = Pool(self._client, workers, self.limits)
+        if self.warning is None and len(self._cgroups) < len(self.pool.clients):
+            self.warning = ("no writable memory cgroup: memory is bounded per process (RLIMIT_AS), "
+                            "not for the whole sandbox")
 
     def _client(self, index: int) -> ExecutorClient:
         args = {"limits": self.limits.executor_limits()}
+        cgroup = memory_cgroup((self.limits.memory_mb << 20) + EXECUTOR_BYTES,
+                               owner=NOBODY if os.getuid() == 0 else None)
+        enter = []
+        if cgroup is not None:  # the executor moves itself in before it becomes bwrap/python
+            self._cgroups.append(cgroup)
+            enter = ["/bin/sh", "-c", f'echo $$ > "{cgroup.path}/cgroup.procs" && exec "$@"', "sh"]
         if self.bwrap:
-            args["clean"] = ["/tmp", "/dev/shm"]
-            return ExecutorClient(bwrap_command(self.python, args), **_as_nobody())
+            args["clean"] = ["/tmp", "/dev/shm", "/dev/mqueue"]  # a mounted mqueue lets the executor empty it
+            return ExecutorClient(enter + bwrap_command(self.python, args), **_as_nobody())
         tmp = tempfile.mkdtemp(prefix=f"mtpb-sandbox-{index}-")
         if os.getuid() == 0:
             os.chown(tmp, NOBODY, NOBODY)
         self._dirs.append(tmp)
         args["tmp_root"] = tmp
-        cmd = [self.python, "-I", str(executor_dir() / "executor.py"), json.dumps(args)]
+        cmd = enter + [self.python, "-I", str(executor_dir() / "executor.py"), json.dumps(args)]
         return ExecutorClient(cmd, cwd=tmp, **_as_nobody())
 
     def run(self, programs: list[str]) -> list[dict]:
@@ -100,5 +111,7 @@ class ProcessSandbox:
 
     def close(self):
         self.pool.close()
+        for cgroup in self._cgroups:
+            cgroup.remove()
         for d in self._dirs:
             shutil.rmtree(d, ignore_errors=True)
