@@ -58,14 +58,12 @@ class ExecutorDied(Exception):
 class ExecutorClient:
     """One running executor, started by `command`, spoken to over its stdin and stdout."""
 
-    def __init__(self, command: list[str], start: Callable | None = None, **popen):
+    def __init__(self, command: list[str], **popen):
         self.command, self.popen, self.proc = command, popen, None
         self._buffer = b""
-        self.start_hook = start
+        self._requests = 0
 
     def start(self):
-        if self.start_hook:
-            self.start_hook()
         self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, **self.popen)
         self._buffer = b""
@@ -77,13 +75,17 @@ class ExecutorClient:
     def run(self, program: str, timeout: float) -> dict:
         if self.proc is None or self.proc.poll() is not None:
             self.start()
-        request = json.dumps({"id": 0, "program": program, "timeout": timeout}) + "\n"
+        self._requests += 1  # numbered: a reply for another number means the stream is out of step
+        request = json.dumps({"id": self._requests, "program": program, "timeout": timeout}) + "\n"
         try:
             self.proc.stdin.write(request.encode())
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError) as e:
             raise ExecutorDied(f"cannot write to the executor: {e}")
-        return self._readline(time.monotonic() + timeout + GRACE_SECONDS)
+        reply = self._readline(time.monotonic() + timeout + GRACE_SECONDS)
+        if reply.get("id") != self._requests:
+            raise ExecutorDied(f"the executor answered request {reply.get('id')!r}, not {self._requests}")
+        return reply
 
     def _readline(self, deadline: float) -> dict:
         fd = self.proc.stdout.fileno()
