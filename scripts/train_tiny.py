@@ -99,6 +99,41 @@ def code_views(source: str) -> list[str]:
     return [v for v in views if v.strip() and len(HEX.findall(v)) < 8]   # no code-page tables
 
 
+def commented_blocks(view: str) -> list[str]:
+    """Each comment line with the code under it (to the next blank line, comment or dedent),
+    dedented: the unit an MTPB turn asks for."""
+    lines = view.splitlines()
+    blocks = []
+    for i, line in enumerate(lines):
+        text = line.lstrip()
+        if not text.startswith("#") or i + 1 >= len(lines):
+            continue
+        indent = len(line) - len(text)
+        body = []
+        for nxt in lines[i + 1:]:
+            stripped = nxt.lstrip()
+            if not stripped or stripped.startswith("#") or len(nxt) - len(stripped) < indent:
+                break
+            body.append(nxt)
+        if 1 <= len(body) <= 12 and len(body[0]) - len(body[0].lstrip()) == indent:
+            blocks.append(textwrap.dedent("\n".join([line] + body)))
+    return [b for b in blocks if len(HEX.findall(b)) < 4]
+
+
+def block_documents(views: list[str], rng: random.Random) -> list[str]:
+    """Programs laid out as MTPB builds them: "# comment\ncode\n\n# comment\ncode\n\n...", from
+    commented blocks of the stdlib, so the model learns to end a step and start the next comment
+    (where truncation stops it)."""
+    blocks = [b for v in views for b in commented_blocks(v)]
+    rng.shuffle(blocks)
+    docs, i = [], 0
+    while i < len(blocks):
+        n = rng.randint(3, 8)
+        docs.append("\n\n".join(blocks[i:i + n]) + "\n")
+        i += n
+    return docs
+
+
 def split_whitespace_runs(text: str):
     """The pieces BPE sees once the added whitespace tokens are taken out."""
     start = 0
@@ -210,9 +245,11 @@ def main() -> None:
 
     files = corpus_files()
     sources = read_texts(files)
-    held_out = [v for t in sources[::50] for v in code_views(t)]
-    texts = [v for i, t in enumerate(sources) if i % 50 for v in code_views(t)]
     rng_docs = random.Random(0)
+    held_views = [v for t in sources[::50] for v in code_views(t)]
+    views = [v for i, t in enumerate(sources) if i % 50 for v in code_views(t)]
+    held_out = held_views + block_documents(held_views, rng_docs)
+    texts = views + block_documents(views, rng_docs) + block_documents(views, rng_docs)   # two groupings
     rng_docs.shuffle(texts)   # bodies of one file spread over the stream
     train_texts = texts
     tk = train_tokenizer(train_texts)

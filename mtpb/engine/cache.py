@@ -28,8 +28,15 @@ def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     return int(diff[0]) if len(diff) else n
 
 
+def additive_mask(allowed: torch.Tensor, dtype) -> torch.Tensor:
+    """bool (True = may attend) -> 0 / -inf in the model dtype, built once per forward pass so the
+    attention kernels of every layer take it as is."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
+
+
 class KVPool:
-    """k[l], v[l]: (rows, H, capacity + 1, D); position `capacity` is a sink for padding writes.
+    """kv[l]: (rows, 2, H, capacity + 1, D), keys then values; position `capacity` is a sink for
+    padding writes.
 
     Allocated with zeros (stale positions are masked, but must never be NaN) and grown on demand,
     so memory follows what the calls need up to rows x max_length.
@@ -38,9 +45,9 @@ class KVPool:
     def __init__(self, cfg: CodeGenConfig, max_rows: int, max_length: int, device, dtype):
         self.cfg, self.max_rows, self.max_length = cfg, max_rows, max_length
         self.device, self.dtype = device, dtype
-        self.k: list[torch.Tensor] = []
-        self.v: list[torch.Tensor] = []
+        self.kv: list[torch.Tensor] = []
         self.rows = self.capacity = 0
+        self.version = 0              # bumped on reallocation (CUDA graphs hold the old tensors)
         self.tokens: list[list[int]] = []
         self.keys: list[Hashable | None] = []
         self.used: list[int] = []
@@ -57,22 +64,22 @@ class KVPool:
         if rows == self.rows and capacity == self.capacity:
             return
         H, D = self.cfg.n_head, self.cfg.head_dim
-        for cache in (self.k, self.v):
-            for layer in range(self.cfg.n_layer):   # one layer at a time: peak is one layer extra
-                new = torch.zeros(rows, H, capacity + 1, D, device=self.device, dtype=self.dtype)
-                if self.rows:
-                    new[:self.rows, :, :self.capacity] = cache[layer][:, :, :self.capacity]
-                    cache[layer] = new
-                else:
-                    cache.append(new)
+        for layer in range(self.cfg.n_layer):   # one layer at a time: peak is one layer extra
+            new = torch.zeros(rows, 2, H, capacity + 1, D, device=self.device, dtype=self.dtype)
+            if self.rows:
+                new[:self.rows, :, :, :self.capacity] = self.kv[layer][:, :, :, :self.capacity]
+                self.kv[layer] = new
+            else:
+                self.kv.append(new)
         self.tokens += [[] for _ in range(rows - self.rows)]
         self.keys += [None] * (rows - self.rows)
         self.used += [-1] * (rows - self.rows)
         self.rows, self.capacity = rows, capacity
+        self.version += 1
 
     def view(self, lo: int, hi: int, write_pos: torch.Tensor, key_len: int,
              mask: torch.Tensor | None) -> CacheView:
-        return CacheView([k[lo:hi] for k in self.k], [v[lo:hi] for v in self.v], write_pos, key_len, mask)
+        return CacheView([kv[lo:hi] for kv in self.kv], write_pos, key_len, mask)
 
     def move(self, src: dict[int, int], n_pos: int) -> None:
         """Row r takes the first n_pos positions of row src[r] (all sources read before any write)."""
@@ -81,9 +88,8 @@ class KVPool:
             return
         dst = torch.tensor(list(moves), device=self.device)
         from_ = torch.tensor(list(moves.values()), device=self.device)
-        for cache in (self.k, self.v):
-            for layer in cache:
-                layer[dst, :, :n_pos] = layer[from_, :, :n_pos]
+        for layer in self.kv:
+            layer[dst, :, :, :n_pos] = layer[from_, :, :, :n_pos]
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from typing import Callable, Hashable
 
 import torch
 
-from mtpb.engine.cache import KVPool, Placement, place
-from mtpb.engine.model import CodeGen
+from mtpb.engine.cache import KVPool, Placement, additive_mask, place
+from mtpb.engine.graphs import StaticDecode
+from mtpb.engine.model import CodeGen, pack_for_cpu
 from mtpb.engine.sampling import UniformStream, sample_next
 from mtpb.engine.tokenizer import Tokenizer
 
@@ -68,7 +69,12 @@ class _Live:
 
 class Engine:
     def __init__(self, model: CodeGen, tokenizer: Tokenizer, max_batch: int = 16,
-                 max_length: int | None = None, prefill_tokens: int | None = None, top_k: int = 50):
+                 max_length: int | None = None, prefill_tokens: int | None = None, top_k: int = 50,
+                 decode: str = "auto", pack: bool | None = None):
+        """decode: "graphs" (CUDA graphs, the default on cuda), "eager" (the default elsewhere), or
+        "static" (the graphs' static-buffer step run eagerly: for tests).
+        pack: MKL-packed weights for max_batch rows (fp32 on CPU; default there; one more copy of
+        the weight matrices)."""
         self.model, self.tokenizer = model, tokenizer
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
@@ -79,6 +85,12 @@ class Engine:
         self.pool = KVPool(model.cfg, max_batch, self.max_length, self.device, self.dtype)
         self.stats = EngineStats()
         self._tick = 0
+        if decode == "auto":
+            decode = "graphs" if self.device.type == "cuda" else "eager"
+        if decode not in ("graphs", "eager", "static"):
+            raise ValueError(f"decode={decode!r}: use graphs, eager or static")
+        self.static = StaticDecode(model, self.pool, capture=decode == "graphs") if decode != "eager" else None
+        pack_for_cpu(model, max_batch if pack is None or pack else 0)
 
     @torch.inference_mode()
     def generate(self, requests: list[GenerationRequest],
@@ -163,7 +175,7 @@ class Engine:
         key_len = max(st + len(c) for st, c in zip(starts, chunks))
         mask = None
         if len(group) > 1:
-            mask = (torch.arange(key_len, device=dev) <= pos[:, :, None])[:, None]          # (B, 1, W, K)
+            mask = additive_mask((torch.arange(key_len, device=dev) <= pos[:, :, None])[:, None], self.dtype)  # (B, 1, W, K)
         cache = self.pool.view(lo, lo + len(group), write, key_len, mask)
         positions = pos.clamp(max=self.model.cfg.n_positions - 1)
         logits = self.model(ids, positions, cache, last=lengths - 1)[:, 0]                   # (B, V)
@@ -174,36 +186,53 @@ class Engine:
     # ---- decode --------------------------------------------------------------------------------
     def _decode(self, rows: list[_Live], is_finished) -> None:
         rows[:] = self._compact(rows)
-        dev = self.device
+        changed = True
         while True:
             n = sum(1 for s in rows if not s.finish)       # live rows come first
             if n == 0:
                 return
             live = rows[:n]
-            ids = torch.tensor([[s.out[-1]] for s in live], device=dev)                       # (n, 1)
-            pos_list = [s.fed for s in live]
-            pos = torch.tensor(pos_list, device=dev)[:, None]                                # (n, 1)
-            key_len = max(pos_list) + 1
-            mask = None
-            if min(pos_list) != key_len - 1:
-                mask = (torch.arange(key_len, device=dev) <= pos)[:, None, None, :]           # (n, 1, 1, K)
-            cache = self.pool.view(0, n, pos, key_len, mask)
-            logits = self.model(ids, pos, cache)[:, 0]                                        # (n, V)
+            tokens, positions = [s.out[-1] for s in live], [s.fed for s in live]
+            if self.static is not None:
+                logits, greedy = self.static.step(tokens, positions, changed)        # (n, V), (n,)
+            else:
+                logits, greedy = self._eager_step(tokens, positions)
             self.stats.decode_steps += 1
             for r, s in enumerate(live):
                 self.pool.tokens[r].append(s.out[-1])
-            self._sample(live, logits)
-            for s in live:
+            chosen = self._choose(live, logits, greedy)
+            if self.static is not None and chosen is not greedy:
+                self.static.feed(chosen)
+            for s, t in zip(live, chosen.tolist()):
+                s.out.append(t)
                 self._check(s, is_finished)
+            changed = any(s.finish for s in live)
             rows[:] = self._compact(rows)
 
-    def _sample(self, rows: list[_Live], logits: torch.Tensor) -> None:
+    def _eager_step(self, tokens: list[int], positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        dev = self.device
+        ids = torch.tensor(tokens, device=dev)[:, None]                                     # (n, 1)
+        pos = torch.tensor(positions, device=dev)[:, None]                                  # (n, 1)
+        key_len = max(positions) + 1
+        mask = None
+        if min(positions) != key_len - 1:
+            mask = additive_mask((torch.arange(key_len, device=dev) <= pos)[:, None, None, :], self.dtype)  # (n, 1, 1, K)
+        logits = self.model(ids, pos, self.pool.view(0, len(tokens), pos, key_len, mask))[:, 0]
+        return logits, logits.argmax(dim=-1)
+
+    def _choose(self, rows: list[_Live], logits: torch.Tensor, greedy: torch.Tensor) -> torch.Tensor:
+        """The next token per row: the argmax when every row is greedy, else sampled on the device."""
+        if all(s.request.temperature <= 0 for s in rows):
+            return greedy
         dev = self.device
         temp = torch.tensor([s.request.temperature for s in rows], device=dev, dtype=torch.float32)
         top_p = torch.tensor([s.request.top_p for s in rows], device=dev, dtype=torch.float32)
         u = torch.tensor([s.uniforms.next() if s.request.temperature > 0 else 0.0 for s in rows],
                          device=dev, dtype=torch.float32)
-        for s, t in zip(rows, sample_next(logits, temp, top_p, u, self.top_k).tolist()):
+        return sample_next(logits, temp, top_p, u, self.top_k)
+
+    def _sample(self, rows: list[_Live], logits: torch.Tensor) -> None:
+        for s, t in zip(rows, self._choose(rows, logits, logits.argmax(dim=-1)).tolist()):
             s.out.append(t)
 
     def _check(self, s: _Live, is_finished) -> None:
@@ -215,8 +244,18 @@ class Engine:
             s.finish = "stop"
 
     def _compact(self, rows: list[_Live]) -> list[_Live]:
-        """Live rows first: finished ones swap to the back so decode runs on rows [0, live)."""
-        order = [r for r, s in enumerate(rows) if not s.finish] + [r for r, s in enumerate(rows) if s.finish]
+        """Live rows first, so decode runs on rows [0, live): each finished row among the live ones
+        trades places with the last live row (two row copies, not a shift of everything after it)."""
+        order = list(range(len(rows)))
+        i, j = 0, len(rows) - 1
+        while True:
+            while i < j and not rows[order[i]].finish:
+                i += 1
+            while i < j and rows[order[j]].finish:
+                j -= 1
+            if i >= j:
+                break
+            order[i], order[j] = order[j], order[i]
         if order == list(range(len(rows))):
             return rows
         n_pos = max(s.fed for s in rows)

@@ -86,20 +86,26 @@ def qkv_to_hf(weight: torch.Tensor, n_embd: int) -> torch.Tensor:
 
 
 def rotary_tables(n_positions: int, dim: int, device=None) -> torch.Tensor:
-    """(n_positions, dim/2, 2) fp32 [cos, sin], computed exactly as transformers does."""
+    """(2, n_positions, dim) fp32: cos and signed sin per dimension, computed as transformers does.
+
+    Interleaved (GPT-J) rotary turns the pair (x[2i], x[2i+1]) by angle_i:
+        out[2i]   = x[2i]   * cos_i - x[2i+1] * sin_i
+        out[2i+1] = x[2i+1] * cos_i + x[2i]   * sin_i
+    i.e. out = x * cos + swap_pairs(x) * sin with cos = [c0, c0, c1, c1, ...] and
+    sin = [-s0, s0, -s1, s1, ...]: two multiplies and an add, no per-layer table work.
+    """
     inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.int64, device=device) / dim))
     angles = torch.arange(n_positions, dtype=torch.int64, device=device).float()[:, None] * inv_freq
-    return torch.stack([angles.cos(), angles.sin()], dim=-1)
+    cos = angles.cos().repeat_interleave(2, dim=-1)
+    sin = torch.stack([-angles.sin(), angles.sin()], dim=-1).flatten(-2)
+    return torch.stack([cos, sin])
 
 
-def apply_rotary(x: torch.Tensor, cos_sin: torch.Tensor, rot: int) -> torch.Tensor:
-    """Interleaved (GPT-J) rotation of pairs (x[2i], x[2i+1]) on the first `rot` dims, in fp32.
-    x: (B, L, n, D); cos_sin: (B, L, rot/2, 2)."""
-    xr = x[..., :rot].float().unflatten(-1, (rot // 2, 2))   # (B, L, n, rot/2, 2)
-    x0, x1 = xr[..., 0], xr[..., 1]
-    cos, sin = cos_sin[:, :, None, :, 0], cos_sin[:, :, None, :, 1]
-    rotated = torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], dim=-1).flatten(-2)
-    return torch.cat([rotated.to(x.dtype), x[..., rot:]], dim=-1)
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, L, n, rot) in any dtype; cos, sin: (B, L, 1, rot) fp32 -> rotated x in fp32
+    (transformers rotates in fp32 too: its sin/cos buffer promotes half-precision q and k)."""
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)                  # (x1, x0) per pair
+    return x * cos + swapped * sin
 
 
 def gelu_new(x: torch.Tensor) -> torch.Tensor:
@@ -107,17 +113,44 @@ def gelu_new(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
+class Linear(nn.Linear):
+    """nn.Linear that may also hold an MKL-packed copy of its weight, prepared for one number of
+    input rows (the decode batch): on CPU in fp32, a GEMM with a few rows spends as long packing
+    the weight as multiplying, so packing once saves that every step. Other row counts fall back
+    to the plain weight inside the same op."""
+    packed: torch.Tensor | None = None
+    packed_rows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is not None:
+            return torch.ops.mkl._mkl_linear(x, self.packed, self.weight, self.bias, self.packed_rows)
+        return F.linear(x, self.weight, self.bias)
+
+
+def pack_for_cpu(model: nn.Module, rows: int) -> bool:
+    """Pack every Linear of an fp32 CPU model for `rows` input rows (0 removes the packs).
+    Returns whether packs are in place; costs one more copy of the weight matrices."""
+    p = next(model.parameters())
+    usable = p.device.type == "cpu" and p.dtype == torch.float32 and torch.backends.mkl.is_available()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, Linear) and m.packed_rows != rows:
+                pack = torch.ops.mkl._mkl_reorder_linear_weight(m.weight, rows) if usable and rows else None
+                m.packed, m.packed_rows = pack, rows if pack is not None else 0
+    return usable and rows > 0
+
+
 @dataclass
 class CacheView:
     """Where one forward pass reads and writes the static KV cache.
 
-    k, v: per-layer tensors (rows, H, T, D) already sliced to the rows of this batch.
+    kv: per-layer tensors (rows, 2, H, T, D), keys then values, sliced to the rows of this batch.
     write_pos: (B, L) cache position of each input token (padding goes to a sink position).
-    mask: (B, 1, L, key_len) bool, True = may attend; None when plain causal attention over
-    key_len keys is right (one row, or every row at the same position).
+    mask: (B, 1, L, key_len) additive mask in the model dtype (0 = may attend, -inf = may not),
+    built once per forward pass; None when plain causal attention over key_len keys is right
+    (one row, or every row at the same position).
     """
-    k: list[torch.Tensor]
-    v: list[torch.Tensor]
+    kv: list[torch.Tensor]
     write_pos: torch.Tensor
     key_len: int
     mask: torch.Tensor | None
@@ -127,25 +160,28 @@ class Attention(nn.Module):
     def __init__(self, cfg: CodeGenConfig):
         super().__init__()
         self.cfg = cfg
-        self.qkv_proj = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)   # rows [q; k; v]
-        self.out_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.qkv_proj = Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)   # rows [q; k; v]
+        self.out_proj = Linear(cfg.n_embd, cfg.n_embd, bias=False)
 
-    def forward(self, x, cos_sin, layer: int, cache: CacheView | None):
+    def forward(self, x, rope, layer: int, cache: CacheView | None):
         B, L, E = x.shape
-        H, D = self.cfg.n_head, self.cfg.head_dim
-        qkv = self.qkv_proj(x).view(B, L, 3 * H, D)
-        qk = apply_rotary(qkv[:, :, :2 * H], cos_sin, self.cfg.rotary)   # q and k rotated together
-        q = qk[:, :, :H].transpose(1, 2)                                   # (B, H, L, D)
-        k, v = qk[:, :, H:], qkv[:, :, 2 * H:]                             # (B, L, H, D)
+        H, D, r = self.cfg.n_head, self.cfg.head_dim, self.cfg.rotary
+        qkv = self.qkv_proj(x).view(B, L, 3 * H, D)                          # heads: q, then k, then v
+        rotated = rotate(qkv[:, :, :2 * H, :r], *rope)                       # q and k together, fp32
+        if qkv.requires_grad:   # training: out of place, for autograd
+            qkv = torch.cat([torch.cat([rotated.to(qkv.dtype), qkv[:, :, :2 * H, r:]], -1), qkv[:, :, 2 * H:]], 2)
+        else:                   # inference: one copy back into the projection's output
+            qkv[:, :, :2 * H, :r] = rotated
+        q = qkv[:, :, :H].transpose(1, 2)                                     # (B, H, L, D)
         if cache is None:   # training / plain scoring: causal self-attention over x alone
-            y = self._attend(q, k.transpose(1, 2), v.transpose(1, 2), None, causal=L > 1)
+            k, v = qkv[:, :, H:2 * H].transpose(1, 2), qkv[:, :, 2 * H:].transpose(1, 2)
+            y = self._attend(q, k, v, None, causal=L > 1)
         else:
-            kc, vc = cache.k[layer], cache.v[layer]                         # (B, H, T, D)
+            kv = cache.kv[layer]                                              # (B, 2, H, T, D)
             rows = torch.arange(B, device=x.device)[:, None]
-            kc[rows, :, cache.write_pos] = k                                # (B, L, H, D) into the slots
-            vc[rows, :, cache.write_pos] = v
+            kv[rows, :, :, cache.write_pos] = qkv[:, :, H:].unflatten(2, (2, H))   # (B, L, 2, H, D)
             n = cache.key_len
-            y = self._attend(q, kc[:, :, :n], vc[:, :, :n], cache.mask,
+            y = self._attend(q, kv[:, 0, :, :n], kv[:, 1, :, :n], cache.mask,
                              causal=cache.mask is None and L > 1)
         return self.out_proj(y.transpose(1, 2).reshape(B, L, E))
 
@@ -163,8 +199,8 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: CodeGenConfig):
         super().__init__()
-        self.fc_in = nn.Linear(cfg.n_embd, cfg.inner_dim)
-        self.fc_out = nn.Linear(cfg.inner_dim, cfg.n_embd)
+        self.fc_in = Linear(cfg.n_embd, cfg.inner_dim)
+        self.fc_out = Linear(cfg.inner_dim, cfg.n_embd)
 
     def forward(self, x):
         return self.fc_out(gelu_new(self.fc_in(x)))
@@ -177,9 +213,9 @@ class Block(nn.Module):
         self.attn = Attention(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos_sin, layer, cache):
+    def forward(self, x, rope, layer, cache):
         h = self.ln_1(x)
-        return x + self.attn(h, cos_sin, layer, cache) + self.mlp(h)
+        return x + self.attn(h, rope, layer, cache) + self.mlp(h)
 
 
 class Transformer(nn.Module):
@@ -197,7 +233,7 @@ class CodeGen(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.transformer = Transformer(cfg)
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size)
+        self.lm_head = Linear(cfg.n_embd, cfg.vocab_size)
         self.register_buffer("rope", rotary_tables(cfg.n_positions, cfg.rotary), persistent=False)
 
     def reset_rotary(self) -> None:
@@ -211,10 +247,10 @@ class CodeGen(nn.Module):
         B, L = ids.shape
         if positions is None:
             positions = torch.arange(L, device=ids.device).expand(B, L)
-        cos_sin = self.rope[positions]                                     # (B, L, rot/2, 2) fp32
+        rope = self.rope[:, positions, None]                               # (2, B, L, 1, rot) fp32
         x = self.transformer.wte(ids)                                      # (B, L, E)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, cos_sin, i, cache)
+            x = block(x, rope, i, cache)
         if last is not None:
             x = x[torch.arange(B, device=ids.device), last][:, None]       # (B, 1, E)
         return self.lm_head(self.transformer.ln_f(x)).float()              # (B, L or 1, V)

@@ -95,3 +95,19 @@ def test_350m_shape_logits_match_transformers(tmp_path):
         got, want = ours(ids), ref(ids).logits
     torch.testing.assert_close(got, want, atol=5e-4, rtol=1e-4)
     assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_packed_cpu_weights_give_the_same_logits(small_ckpt):
+    from mtpb.engine.model import pack_for_cpu
+    ours, _ = load_model(small_ckpt, "cpu", "fp32")
+    ids = random_ids(ours.cfg.vocab_size, 4, 9, seed=11)
+    with torch.no_grad():
+        plain = ours(ids)
+        if not pack_for_cpu(ours, 36):          # 4 x 9 rows: the packed path itself
+            pytest.skip("no MKL here")
+        packed = ours(ids)
+        other = ours(ids[:3])                   # another row count falls back to the plain weight
+        pack_for_cpu(ours, 0)
+    torch.testing.assert_close(packed, plain, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(other, plain[:3], atol=1e-4, rtol=1e-5)
+    assert all(getattr(m, "packed", None) is None for m in ours.modules())
