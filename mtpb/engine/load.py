@@ -71,7 +71,10 @@ def iter_tensors(path: Path):
             for name in f.keys():
                 yield name, f.get_tensor(name)
     else:
-        state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+        try:
+            state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+        except RuntimeError:   # a pre-zipfile .bin cannot be memory-mapped: read the shard whole
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
         for name in list(state):
             yield name, state.pop(name)
 
@@ -92,6 +95,7 @@ def load_model(model: str | Path, device: str | torch.device = "cpu",
         net = CodeGen(cfg).to(dtype)
     net = net.to_empty(device=device)        # real storage, final dtype, never filled twice
     net.reset_rotary()
+    net.fuse_()                              # parameters become views of the fused weights
     params = dict(net.named_parameters())
     filled: set[str] = set()
     with torch.no_grad():

@@ -113,31 +113,26 @@ def gelu_new(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pack: "Pack | None") -> torch.Tensor:
+    if pack is not None:
+        return torch.ops.mkl._mkl_linear(x, pack.weight, weight, bias, pack.rows)
+    return F.linear(x, weight, bias)
+
+
+@dataclass(frozen=True)
+class Pack:
+    """An MKL-packed copy of a weight, prepared for one number of input rows (the decode batch).
+    On CPU in fp32 a GEMM with a few rows spends as long packing the weight as multiplying it, so
+    packing once saves that every step; other row counts fall back to the plain weight."""
+    weight: torch.Tensor
+    rows: int
+
+
 class Linear(nn.Linear):
-    """nn.Linear that may also hold an MKL-packed copy of its weight, prepared for one number of
-    input rows (the decode batch): on CPU in fp32, a GEMM with a few rows spends as long packing
-    the weight as multiplying, so packing once saves that every step. Other row counts fall back
-    to the plain weight inside the same op."""
-    packed: torch.Tensor | None = None
-    packed_rows = 0
+    pack: Pack | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is not None:
-            return torch.ops.mkl._mkl_linear(x, self.packed, self.weight, self.bias, self.packed_rows)
-        return F.linear(x, self.weight, self.bias)
-
-
-def pack_for_cpu(model: nn.Module, rows: int) -> bool:
-    """Pack every Linear of an fp32 CPU model for `rows` input rows (0 removes the packs).
-    Returns whether packs are in place; costs one more copy of the weight matrices."""
-    p = next(model.parameters())
-    usable = p.device.type == "cpu" and p.dtype == torch.float32 and torch.backends.mkl.is_available()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, Linear) and m.packed_rows != rows:
-                pack = torch.ops.mkl._mkl_reorder_linear_weight(m.weight, rows) if usable and rows else None
-                m.packed, m.packed_rows = pack, rows if pack is not None else 0
-    return usable and rows > 0
+        return linear(x, self.weight, self.bias, self.pack)
 
 
 @dataclass
@@ -154,6 +149,7 @@ class CacheView:
     write_pos: torch.Tensor
     key_len: int
     mask: torch.Tensor | None
+    rows: torch.Tensor | None = None      # (B, 1) arange, made once per pass for the cache writes
 
 
 class Attention(nn.Module):
@@ -164,9 +160,13 @@ class Attention(nn.Module):
         self.out_proj = Linear(cfg.n_embd, cfg.n_embd, bias=False)
 
     def forward(self, x, rope, layer: int, cache: CacheView | None):
-        B, L, E = x.shape
+        return self.out_proj(self.attend(self.qkv_proj(x), rope, layer, cache))
+
+    def attend(self, qkv: torch.Tensor, rope, layer: int, cache: CacheView | None) -> torch.Tensor:
+        """qkv: (B, L, 3E) projections -> (B, L, E) attention output before out_proj."""
+        B, L, _ = qkv.shape
         H, D, r = self.cfg.n_head, self.cfg.head_dim, self.cfg.rotary
-        qkv = self.qkv_proj(x).view(B, L, 3 * H, D)                          # heads: q, then k, then v
+        qkv = qkv.view(B, L, 3 * H, D)                                       # heads: q, then k, then v
         rotated = rotate(qkv[:, :, :2 * H, :r], *rope)                       # q and k together, fp32
         if qkv.requires_grad:   # training: out of place, for autograd
             qkv = torch.cat([torch.cat([rotated.to(qkv.dtype), qkv[:, :, :2 * H, r:]], -1), qkv[:, :, 2 * H:]], 2)
@@ -178,12 +178,11 @@ class Attention(nn.Module):
             y = self._attend(q, k, v, None, causal=L > 1)
         else:
             kv = cache.kv[layer]                                              # (B, 2, H, T, D)
-            rows = torch.arange(B, device=x.device)[:, None]
-            kv[rows, :, :, cache.write_pos] = qkv[:, :, H:].unflatten(2, (2, H))   # (B, L, 2, H, D)
+            kv[cache.rows, :, :, cache.write_pos] = qkv[:, :, H:].unflatten(2, (2, H))   # (B, L, 2, H, D)
             n = cache.key_len
             y = self._attend(q, kv[:, 0, :, :n], kv[:, 1, :, :n], cache.mask,
                              causal=cache.mask is None and L > 1)
-        return self.out_proj(y.transpose(1, 2).reshape(B, L, E))
+        return y.transpose(1, 2).reshape(B, L, H * D)
 
     @staticmethod
     def _attend(q, k, v, mask, causal: bool):
@@ -212,10 +211,49 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
         self.attn = Attention(cfg)
         self.mlp = MLP(cfg)
+        self.w_in = self.b_in = self.w_out = None     # the fused inference layout, see fuse_()
+        self.packs: tuple[Pack | None, Pack | None] = (None, None)
+
+    def fuse_(self) -> None:
+        """Inference layout: qkv_proj and fc_in become row blocks of one weight (both read the same
+        LayerNorm output: one GEMM), out_proj and fc_out column blocks of another (one GEMM sums
+        both branches). The parameters become views into them, so nothing is stored twice and the
+        state-dict names stay; call it before the weights are loaded."""
+        E, I = self.attn.cfg.n_embd, self.attn.cfg.inner_dim
+        like = dict(device=self.ln_1.weight.device, dtype=self.ln_1.weight.dtype)
+        self.w_in, self.w_out = torch.empty(3 * E + I, E, **like), torch.empty(E, E + I, **like)
+        self.b_in = torch.zeros(3 * E + I, **like)                            # qkv_proj has no bias
+        view = lambda t: nn.Parameter(t, requires_grad=False)                  # noqa: E731
+        self.attn.qkv_proj.weight, self.mlp.fc_in.weight = view(self.w_in[:3 * E]), view(self.w_in[3 * E:])
+        self.mlp.fc_in.bias = view(self.b_in[3 * E:])
+        self.attn.out_proj.weight, self.mlp.fc_out.weight = view(self.w_out[:, :E]), view(self.w_out[:, E:])
 
     def forward(self, x, rope, layer, cache):
         h = self.ln_1(x)
-        return x + self.attn(h, rope, layer, cache) + self.mlp(h)
+        if self.w_in is None:
+            return x + self.attn(h, rope, layer, cache) + self.mlp(h)
+        E = x.shape[-1]
+        both = linear(h, self.w_in, self.b_in, self.packs[0])                 # (B, L, 3E + inner)
+        y = self.attn.attend(both[..., :3 * E], rope, layer, cache)            # (B, L, E)
+        hidden = torch.cat([y, gelu_new(both[..., 3 * E:])], dim=-1)          # (B, L, E + inner)
+        return linear(hidden, self.w_out, self.mlp.fc_out.bias, self.packs[1]) + x
+
+
+def pack_for_cpu(model: nn.Module, rows: int) -> bool:
+    """MKL-pack the weights an fp32 CPU model multiplies with, for `rows` input rows (0 removes
+    the packs). Returns whether packs are in place; costs one more copy of those weights."""
+    p = next(model.parameters())
+    usable = p.device.type == "cpu" and p.dtype == torch.float32 and torch.backends.mkl.is_available()
+    make = lambda w: Pack(torch.ops.mkl._mkl_reorder_linear_weight(w, rows), rows) if usable and rows else None  # noqa: E731
+    with torch.no_grad():
+        for block in model.transformer.h:
+            if block.w_in is not None:
+                block.packs = (make(block.w_in), make(block.w_out))
+            else:
+                for m in (block.attn.qkv_proj, block.attn.out_proj, block.mlp.fc_in, block.mlp.fc_out):
+                    m.pack = make(m.weight)
+        model.lm_head.pack = make(model.lm_head.weight)
+    return usable and rows > 0
 
 
 class Transformer(nn.Module):
@@ -240,6 +278,10 @@ class CodeGen(nn.Module):
         """Recompute the rotary table (after building on the meta device and moving to a real one)."""
         self.rope = rotary_tables(self.cfg.n_positions, self.cfg.rotary, device=self.lm_head.weight.device)
 
+    def fuse_(self) -> None:
+        for block in self.transformer.h:
+            block.fuse_()
+
     def forward(self, ids: torch.Tensor, positions: torch.Tensor | None = None,
                 cache: CacheView | None = None, last: torch.Tensor | None = None) -> torch.Tensor:
         """ids, positions: (B, L). last: (B,) index of the one position per row whose logits are
@@ -248,6 +290,8 @@ class CodeGen(nn.Module):
         if positions is None:
             positions = torch.arange(L, device=ids.device).expand(B, L)
         rope = self.rope[:, positions, None]                               # (2, B, L, 1, rot) fp32
+        if cache is not None:
+            cache.rows = torch.arange(B, device=ids.device)[:, None]
         x = self.transformer.wte(ids)                                      # (B, L, E)
         for i, block in enumerate(self.transformer.h):
             x = block(x, rope, i, cache)

@@ -110,4 +110,16 @@ def test_packed_cpu_weights_give_the_same_logits(small_ckpt):
         pack_for_cpu(ours, 0)
     torch.testing.assert_close(packed, plain, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(other, plain[:3], atol=1e-4, rtol=1e-5)
-    assert all(getattr(m, "packed", None) is None for m in ours.modules())
+    assert all(getattr(m, "pack", None) is None for m in ours.modules())
+    assert all(b.packs == (None, None) for b in ours.transformer.h)
+
+
+def test_fused_layout_shares_storage_with_the_parameters(small_ckpt):
+    ours, _ = load_model(small_ckpt, "cpu", "fp32")
+    block = ours.transformer.h[0]
+    assert block.attn.qkv_proj.weight.data_ptr() == block.w_in.data_ptr()
+    assert block.mlp.fc_out.weight.data_ptr() == block.w_out[:, ours.cfg.n_embd:].data_ptr()
+    names = {n for n, _ in ours.named_parameters()}
+    assert "transformer.h.0.attn.qkv_proj.weight" in names and "transformer.h.0.mlp.fc_out.bias" in names
+    total = sum(p.numel() for p in ours.parameters())
+    assert total == sum(p.numel() for p in hf_model(small_ckpt).parameters())
