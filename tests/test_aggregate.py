@@ -1,7 +1,6 @@
 """Aggregation numbers against the hand-computed fixture in tests/fixtures/reports/runs.py."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -12,17 +11,7 @@ import pytest
 from mtpb import aggregate
 from mtpb.aggregate import (RunDataError, bootstrap_ci, breakdown, by_mode, difficulty_of,
                             load_comparison, mode_pairs, summary_table)
-
-
-def _load_fixture_module():
-    path = Path(__file__).parent / "fixtures" / "reports" / "runs.py"
-    spec = importlib.util.spec_from_file_location("mtpb_report_fixture_runs", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-runs = _load_fixture_module()
+from tests.fixtures.reports import runs
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import re
@@ -14,19 +13,10 @@ import pytest
 
 from mtpb.aggregate import RunDataError
 from mtpb.report import fmt_params, heat_color, print_summary, write_report
+from tests.fixtures.reports import runs
 
 CHROMIUM = "/usr/bin/chromium"
 
-
-def _load_fixture_module():
-    path = Path(__file__).parent / "fixtures" / "reports" / "runs.py"
-    spec = importlib.util.spec_from_file_location("mtpb_report_fixture_runs", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-runs = _load_fixture_module()
 
 
 @pytest.fixture

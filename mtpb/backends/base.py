@@ -56,3 +56,14 @@ def parse_bool(value, name: str) -> bool:
     if str(value).lower() in ("0", "false", "no", "off"):
         return False
     raise BackendError(f"-B {name}={value}: expected true or false")
+
+
+def parse_number(value, name: str, kind=int, low: float = 0):
+    """A -B option as an int or float of at least `low`, or a BackendError saying what is wrong."""
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise BackendError(f"-B {name}={value}: expected {'an integer' if kind is int else 'a number'}") from None
+    if number < low:
+        raise BackendError(f"-B {name}={value}: must be at least {low}")
+    return number

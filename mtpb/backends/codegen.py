@@ -11,21 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from mtpb.backends.base import BackendError, Request, SamplingParams
+from mtpb.backends.base import BackendError, Request, SamplingParams, parse_number
 from mtpb.engine.generate import Engine, GenerationRequest
 from mtpb.engine.load import load_model, parameter_count, parse_dtype
 from mtpb.paths import data_path
 from mtpb.prompts import is_finished
-
-
-def _int(value, name: str, low: int = 0) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise BackendError(f"-B {name}={value}: expected an integer") from None
-    if number < low:
-        raise BackendError(f"-B {name}={value}: must be at least {low}")
-    return number
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -55,14 +45,14 @@ class CodeGenBackend:
         self.model_name = str(model) if model else str(data_path("checkpoints") / "tiny-codegen")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.preferred_batch_size = _int(batch_size, "batch_size", 1)
-        max_len = _int(max_length, "max_length", 2) if max_length is not None else None
+        self.preferred_batch_size = parse_number(batch_size, "batch_size", int, 1)
+        max_len = parse_number(max_length, "max_length", int, 2) if max_length is not None else None
         try:
             net, tokenizer = load_model(self.model_name, self.device, self.dtype)
         except (FileNotFoundError, ValueError, OSError) as e:
             raise BackendError(f"codegen: cannot load {self.model_name}: {e}") from e
         self.engine = Engine(net, tokenizer, max_batch=self.preferred_batch_size, max_length=max_len,
-                             top_k=_int(top_k, "top_k"))
+                             top_k=parse_number(top_k, "top_k"))
         self.parameters = parameter_count(net)
 
     def generate(self, requests: list[Request], params: SamplingParams) -> list[str]:

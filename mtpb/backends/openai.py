@@ -27,7 +27,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from urllib.parse import urlsplit
 
 from mtpb import __version__
-from mtpb.backends.base import BackendError, Request, SamplingParams
+from mtpb.backends.base import BackendError, Request, SamplingParams, parse_number
 
 SYSTEM_PROMPT = (
     "You are writing a Python program step by step. Each user message asks for the next step. "
@@ -71,16 +71,6 @@ def retry_after(headers) -> float | None:
             return None
 
 
-def _number(value, name: str, kind=int, low: float = 0):
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise BackendError(f"-B {name}={value}: expected {'an integer' if kind is int else 'a number'}") from None
-    if number < low:
-        raise BackendError(f"-B {name}={value}: must be at least {low}")
-    return number
-
-
 class _Aborted(Exception):
     """Another request of the same call failed for good: stop retrying this one."""
 
@@ -105,11 +95,11 @@ class OpenAIBackend:
         self._port = url.port
         self.api_key_env = api_key_env
         self._key = os.environ.get(api_key_env) if api_key_env else None
-        self.max_concurrency = _number(max_concurrency, "max_concurrency", int, 1)
-        self.timeout = _number(timeout, "timeout", float, 0.001)
-        self.max_retries = _number(max_retries, "max_retries", int, 0)
-        self.backoff = _number(backoff, "backoff", float, 0)
-        self.max_stops = _number(max_stops, "max_stops", int, 0)
+        self.max_concurrency = parse_number(max_concurrency, "max_concurrency", int, 1)
+        self.timeout = parse_number(timeout, "timeout", float, 0.001)
+        self.max_retries = parse_number(max_retries, "max_retries", int, 0)
+        self.backoff = parse_number(backoff, "backoff", float, 0)
+        self.max_stops = parse_number(max_stops, "max_stops", int, 0)
         self.system_prompt = SYSTEM_PROMPT if system_prompt is None else system_prompt
         # One batch keeps the pool busy without holding more unsaved work than it can run at once.
         self.preferred_batch_size = self.max_concurrency
