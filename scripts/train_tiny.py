@@ -1,6 +1,6 @@
 """Train the tiny CodeGen checkpoint the tests, the demo and the benchmarks use.
 
-    python scripts/train_tiny.py --out checkpoints/tiny-codegen [--steps 2400] [--max-minutes 23]
+    python scripts/train_tiny.py --out checkpoints/tiny-codegen [--steps 1200] [--max-minutes 23]
 
 Data: the standard library's Python source under the running interpreter's lib dir (offline),
 reshaped towards what MTPB asks (function bodies dedented, docstrings dropped, and "# comment +
@@ -8,10 +8,10 @@ code" blocks laid out as MTPB programs); see code_views and block_documents.
 Tokenizer: byte-level BPE (vocab 4096 with the added tokens) trained on that source, with CodeGen's
 added whitespace tokens (runs of 31..2 spaces, 9..2 tabs) split out before BPE, exactly as the
 added-token matcher does at encoding time. Model: the CodeGen architecture of mtpb.engine.model,
-trained with bf16 autocast (fp32 master weights) on 768-token windows, and saved in Hugging Face
-format (config.json, fp16 model.safetensors, tokenizer.json, vocab.json, merges.txt,
-added_tokens.json, ...) that transformers' CodeGenForCausalLM and AutoTokenizer load. The learning
-rate follows steps or wall time, whichever is further along, so a slow machine still ends decayed.
+trained in fp32 on 384-token windows, and saved in Hugging Face format (config.json, fp16
+model.safetensors, tokenizer.json, vocab.json, merges.txt, added_tokens.json, ...) that
+transformers' CodeGenForCausalLM and AutoTokenizer load. The learning rate follows steps or wall
+time, whichever is further along, so a slow machine still ends decayed.
 """
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def commented_blocks(view: str) -> list[str]:
             if not stripped or stripped.startswith("#") or len(nxt) - len(stripped) < indent:
                 break
             body.append(nxt)
-        if 1 <= len(body) <= 10 and len(body[0]) - len(body[0].lstrip()) == indent:
+        if 1 <= len(body) <= 12 and len(body[0]) - len(body[0].lstrip()) == indent:
             blocks.append(textwrap.dedent("\n".join([line] + body)))
     return [b for b in blocks if len(HEX.findall(b)) < 4]
 
@@ -233,10 +233,10 @@ def save_checkpoint(model: CodeGen, cfg: CodeGenConfig, tk: HFTokenizer, out: Pa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="checkpoints/tiny-codegen")
-    ap.add_argument("--steps", type=int, default=2400)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--max-minutes", type=float, default=23.0, help="stop early (and save) after this")
-    ap.add_argument("--batch", type=int, default=6)
-    ap.add_argument("--seq", type=int, default=768, help="as long as late-turn MTPB contexts")
+    ap.add_argument("--batch", type=int, default=12)
+    ap.add_argument("--seq", type=int, default=384)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--n-embd", type=int, default=256)
     ap.add_argument("--n-layer", type=int, default=4)
@@ -253,7 +253,7 @@ def main() -> None:
     held_views = [v for t in sources[::50] for v in code_views(t)]
     views = [v for i, t in enumerate(sources) if i % 50 for v in code_views(t)]
     held_out = held_views + block_documents(held_views, rng_docs)
-    texts = views + [d for _ in range(4) for d in block_documents(views, rng_docs)]   # four groupings
+    texts = views + [d for _ in range(2) for d in block_documents(views, rng_docs)]   # two groupings
     rng_docs.shuffle(texts)   # bodies of one file spread over the stream
     train_texts = texts
     tk = train_tokenizer(train_texts)
@@ -287,8 +287,7 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = next(stream)
-        with torch.autocast("cpu", dtype=torch.bfloat16):   # AMX/AVX-512 bf16 matmuls; fp32 master weights
-            loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

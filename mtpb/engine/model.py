@@ -4,7 +4,9 @@ first rotary_dim dimensions of each head, gelu_new, lm_head with a bias, attenti
 
 Parameter names are Hugging Face's, so a checkpoint's state dict loads as is, with one exception:
 the fused qkv_proj weight is stored here as plain [q; k; v] rows (see qkv_from_hf), which turns
-CodeGen's 4-shard (q, v, k) interleaving into one free split at run time.
+CodeGen's 4-shard (q, v, k) interleaving into one free split at run time. For inference the loader
+also calls fuse_(): each layer's four weight matrices become views into two (Block.fuse_), so a
+layer runs two GEMMs instead of four. Training (scripts/train_tiny.py) uses the plain modules.
 """
 from __future__ import annotations
 
@@ -86,26 +88,23 @@ def qkv_to_hf(weight: torch.Tensor, n_embd: int) -> torch.Tensor:
 
 
 def rotary_tables(n_positions: int, dim: int, device=None) -> torch.Tensor:
-    """(2, n_positions, dim) fp32: cos and signed sin per dimension, computed as transformers does.
+    """(n_positions, dim/2) complex64 cos + i sin, the angles computed exactly as transformers does.
 
     Interleaved (GPT-J) rotary turns the pair (x[2i], x[2i+1]) by angle_i:
         out[2i]   = x[2i]   * cos_i - x[2i+1] * sin_i
         out[2i+1] = x[2i+1] * cos_i + x[2i]   * sin_i
-    i.e. out = x * cos + swap_pairs(x) * sin with cos = [c0, c0, c1, c1, ...] and
-    sin = [-s0, s0, -s1, s1, ...]: two multiplies and an add, no per-layer table work.
+    which is the complex product (x[2i] + i x[2i+1]) * (cos_i + i sin_i): one multiply per layer.
     """
     inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.int64, device=device) / dim))
     angles = torch.arange(n_positions, dtype=torch.int64, device=device).float()[:, None] * inv_freq
-    cos = angles.cos().repeat_interleave(2, dim=-1)
-    sin = torch.stack([-angles.sin(), angles.sin()], dim=-1).flatten(-2)
-    return torch.stack([cos, sin])
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, L, n, rot) in any dtype; cos, sin: (B, L, 1, rot) fp32 -> rotated x in fp32
+def rotate(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """x: (B, L, n, rot) in any dtype; turns: (B, L, 1, rot/2) complex64 -> rotated x in fp32
     (transformers rotates in fp32 too: its sin/cos buffer promotes half-precision q and k)."""
-    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)                  # (x1, x0) per pair
-    return x * cos + swapped * sin
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))        # (B, L, n, rot/2)
+    return torch.view_as_real(pairs * turns).flatten(-2)
 
 
 def gelu_new(x: torch.Tensor) -> torch.Tensor:
@@ -167,7 +166,7 @@ class Attention(nn.Module):
         B, L, _ = qkv.shape
         H, D, r = self.cfg.n_head, self.cfg.head_dim, self.cfg.rotary
         qkv = qkv.view(B, L, 3 * H, D)                                       # heads: q, then k, then v
-        rotated = rotate(qkv[:, :, :2 * H, :r], *rope)                       # q and k together, fp32
+        rotated = rotate(qkv[:, :, :2 * H, :r], rope)                        # q and k together, fp32
         if qkv.requires_grad:   # training: out of place, for autograd
             qkv = torch.cat([torch.cat([rotated.to(qkv.dtype), qkv[:, :, :2 * H, r:]], -1), qkv[:, :, 2 * H:]], 2)
         else:                   # inference: one copy back into the projection's output
@@ -289,7 +288,7 @@ class CodeGen(nn.Module):
         B, L = ids.shape
         if positions is None:
             positions = torch.arange(L, device=ids.device).expand(B, L)
-        rope = self.rope[:, positions, None]                               # (2, B, L, 1, rot) fp32
+        rope = self.rope[positions][:, :, None]                            # (B, L, 1, rot/2) complex64
         if cache is not None:
             cache.rows = torch.arange(B, device=ids.device)[:, None]
         x = self.transformer.wte(ids)                                      # (B, L, E)

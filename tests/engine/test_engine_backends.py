@@ -57,11 +57,21 @@ def test_codegen_sampling_is_reproducible(codegen, tiny):
     assert first == again
 
 
-def test_codegen_stops_early(codegen):
-    ctx = PREFIX + wrap_prompt("Assign the number 3 to a variable named \"n\".")
-    raw = codegen.generate([Request(ctx, 128, seed=0)], SamplingParams())[0]
-    stats = codegen.engine.stats
-    assert stats.generated_tokens < 128 or truncate(raw) == raw
+def test_codegen_stops_exactly_when_the_truncated_text_is_final(codegen):
+    from mtpb.engine.generate import GenerationRequest
+    from mtpb.prompts import is_finished
+    tok = codegen.engine.tokenizer
+    contexts = [PREFIX + wrap_prompt(t[0]) for t in TURNS] + [PREFIX + wrap_prompt("Print the sum of 1 and 2.")]
+    done = codegen.engine.generate([GenerationRequest(c, 128) for c in contexts], lambda t: is_finished(t, "multi"))
+    for c in done:
+        before_last = tok.decode(list(c.token_ids[:-1]))
+        assert not is_finished(before_last, "multi")            # never ran past a final text
+        if c.finish == "stop":
+            assert is_finished(c.text, "multi")
+        else:
+            assert c.finish in ("eos", "length")
+    raws = codegen.generate([Request(c, 128, seed=0) for c in contexts], SamplingParams())
+    assert raws == [c.text for c in done]
 
 
 @pytest.mark.parametrize("options, message", [
