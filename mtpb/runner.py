@@ -101,10 +101,10 @@ class Runner:
             if (self.out / "samples.jsonl").exists() else set()
         executed = {self._key(r) for _, r in read_jsonl(self.out / "results.jsonl")} \
             if (self.out / "results.jsonl").exists() else set()
-        todo_items = [k for k in self._all_keys() if k not in sampled]
-        total = sum(1 for _ in self._all_keys())
+        all_keys = list(self._all_keys())
+        todo_items = [k for k in all_keys if k not in sampled]
         if self.progress:
-            self.progress.start(total, len(executed & set(self._all_keys())))
+            self.progress.start(len(all_keys), sum(k in executed for k in all_keys))
         samples = JsonlWriter(self.out / "samples.jsonl")
         results = JsonlWriter(self.out / "results.jsonl")
         try:

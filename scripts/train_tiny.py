@@ -36,7 +36,7 @@ from tokenizers.models import BPE
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
 
 from mtpb.engine.model import CodeGen, CodeGenConfig, qkv_to_hf
-from mtpb.engine.tokenizer import EOS, WHITESPACE_TOKENS, Tokenizer, _read_merges, build_bpe
+from mtpb.engine.tokenizer import EOS, WHITESPACE_TOKENS, _read_merges, build_bpe
 
 VOCAB = 4096
 SKIP_DIRS = {"site-packages", "test", "tests", "idle_test", "__pycache__", "lib2to3", "pydoc_data", "encodings"}
