@@ -353,11 +353,11 @@ class Server:
 
 
 def load_engine(model: str | None, device: str | None, dtype: str | None, batch_size: int,
-                max_length: int | None, top_k: int):
+                max_length: int | None, top_k: int, decode: str | None = None):
     """(engine, facts) through the codegen backend's loader; torch is imported here, not at import."""
     from mtpb.backends.codegen import CodeGenBackend
     backend = CodeGenBackend(model=model, device=device, dtype=dtype, batch_size=batch_size,
-                             max_length=max_length, top_k=top_k)
+                             max_length=max_length, top_k=top_k, decode=decode)
     return backend.engine, backend.describe()
 
 
@@ -374,9 +374,10 @@ def engine_runner(engine):
 
 def start_server(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, device: str | None = None,
                  dtype: str | None = None, batch_size: int = 16, max_length: int | None = None, top_k: int = 50,
-                 served_model_name: str | None = None, api_key: str | None = None) -> Server:
+                 served_model_name: str | None = None, api_key: str | None = None,
+                 decode: str | None = None) -> Server:
     """Load the model, bind the address; call serve_forever() or start() on the result."""
-    engine, info = load_engine(model, device, dtype, batch_size, max_length, top_k)
+    engine, info = load_engine(model, device, dtype, batch_size, max_length, top_k, decode)
     name = served_model_name or model or Path(info["model"]).name
     batcher = Batcher(engine_runner(engine), max_batch=batch_size)
     try:
@@ -399,15 +400,18 @@ def start_server(model: str | None = None, host: str = "127.0.0.1", port: int = 
               help="Most sequences in one engine call.")
 @click.option("--max-length", default=None, type=click.IntRange(2), help="Context + generation tokens (default: the model's).")
 @click.option("--top-k", default=50, show_default=True, type=click.IntRange(0), help="Top-k when sampling (0: off).")
+@click.option("--decode", default=None, type=click.Choice(["graphs", "eager"]),
+              help="Decode step: CUDA graphs (default on cuda) or eager (default elsewhere).")
 @click.option("--served-model-name", default=None, help="The model id clients send (default: the --model value).")
 @click.option("--api-key", default=None, envvar="MTPB_SERVE_API_KEY",
               help="Require 'Authorization: Bearer KEY' (default: no key; also $MTPB_SERVE_API_KEY).")
-def serve_command(model, host, port, device, dtype, batch_size, max_length, top_k, served_model_name, api_key):
+def serve_command(model, host, port, device, dtype, batch_size, max_length, top_k, decode, served_model_name,
+                  api_key):
     """Serve a CodeGen checkpoint over an OpenAI-compatible API (completions and chat)."""
     from mtpb.backends.base import BackendError
     try:
         server = start_server(model, host, port, device, dtype, batch_size, max_length, top_k,
-                              served_model_name, api_key)
+                              served_model_name, api_key, decode)
     except BackendError as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:

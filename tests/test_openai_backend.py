@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_serve import NAME, checkpoint, server  # noqa: F401  (fixtures)
+from serve_fixtures import NAME, checkpoint, server  # noqa: F401  (fixtures)
 
 from mtpb.backends.base import BackendError, Request, SamplingParams
 from mtpb.backends.openai import OpenAIBackend, choose_stops

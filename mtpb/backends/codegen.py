@@ -1,7 +1,10 @@
 """`codegen` backend: the bundled engine (mtpb.engine) on a Hugging Face CodeGen checkpoint.
 
     mtpb run --backend codegen --model FOLDER_OR_HUB_ID [-B device=cuda] [-B dtype=fp16]
-             [-B batch_size=32] [-B max_length=2048] [-B top_k=50]
+             [-B batch_size=32] [-B max_length=2048] [-B top_k=50] [-B decode=eager]
+
+decode: `graphs` (CUDA graphs for the decode step, the default on cuda) or `eager` (the default
+elsewhere; on a GPU, the way around a graph capture that fails with your driver or torch build).
 
 Without --model it runs the bundled tiny checkpoint (checkpoints/tiny-codegen), a demo model.
 Each (problem, test, sample) keeps its cache row between turns, so a turn only prefills its new
@@ -41,18 +44,23 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
 
 class CodeGenBackend:
     def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = None,
-                 batch_size: str | int = 16, max_length: str | int | None = None, top_k: str | int = 50):
+                 batch_size: str | int = 16, max_length: str | int | None = None, top_k: str | int = 50,
+                 decode: str | None = None):
         self.model_name = str(model) if model else str(data_path("checkpoints") / "tiny-codegen")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.preferred_batch_size = parse_number(batch_size, "batch_size", int, 1)
         max_len = parse_number(max_length, "max_length", int, 2) if max_length is not None else None
+        if decode not in (None, "graphs", "eager"):
+            raise BackendError(f"-B decode={decode}: use graphs (CUDA only) or eager")
+        if decode == "graphs" and self.device.type != "cuda":
+            raise BackendError(f"-B decode=graphs needs a CUDA device, not {self.device}; leave decode out")
         try:
             net, tokenizer = load_model(self.model_name, self.device, self.dtype)
         except (FileNotFoundError, ValueError, OSError) as e:
             raise BackendError(f"codegen: cannot load {self.model_name}: {e}") from e
         self.engine = Engine(net, tokenizer, max_batch=self.preferred_batch_size, max_length=max_len,
-                             top_k=parse_number(top_k, "top_k"))
+                             top_k=parse_number(top_k, "top_k"), decode=decode or "auto")
         self.parameters = parameter_count(net)
 
     def generate(self, requests: list[Request], params: SamplingParams) -> list[str]:

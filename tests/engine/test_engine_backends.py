@@ -41,6 +41,8 @@ def test_codegen_describe_and_options(codegen, tiny):
     assert info["model"] == str(tiny) and info["parameters"] > 1_000_000
     assert info["dtype"] == "float32" and info["device"] == "cpu"
     assert codegen.preferred_batch_size == 4
+    assert codegen.engine.static is None   # eager decode on cpu, also when asked for by name
+    assert create_backend("codegen", str(tiny), {"device": "cpu", "decode": "eager"}).engine.static is None
 
 
 def test_codegen_and_transformers_write_the_same_greedy_programs(codegen, tiny):
@@ -79,6 +81,8 @@ def test_codegen_stops_exactly_when_the_truncated_text_is_final(codegen):
     ({"dtype": "int4"}, "dtype"),
     ({"device": "cuda:7"} , "device"),
     ({"top_k": "-1"}, "top_k"),
+    ({"decode": "fast"}, "decode=fast"),
+    ({"device": "cpu", "decode": "graphs"}, "needs a CUDA device"),
 ])
 def test_codegen_bad_options_are_backend_errors(tiny, options, message):
     import torch
