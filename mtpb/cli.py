@@ -23,7 +23,7 @@ def _user_errors():
     from mtpb.sandboxes.base import SandboxUnavailable
     errors = (BackendError, ProblemError, RunDirError, SandboxUnavailable)
     try:
-        from mtpb.aggregate import RunDataError
+        from mtpb.comparison import RunDataError
         errors += (RunDataError,)
     except ImportError:
         pass

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 from mtpb import __version__
-from mtpb.aggregate import (STATUSES, Comparison, breakdown, load_comparison, mode_pairs,
-                            summary_table)
+from mtpb.aggregate import breakdown, mode_pairs, summary_table
+from mtpb.comparison import STATUSES, Comparison, load_comparison
 from mtpb.paths import data_path
 
 # Tableau 10: distinct hues that stay apart for the common kinds of colour blindness.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mtpb.aggregate import RunDataError
+from mtpb.comparison import RunDataError
 from mtpb.report import fmt_params, heat_color, print_summary, write_report
 from tests.fixtures.reports import runs
 
