@@ -367,11 +367,14 @@ def sandbox_build(force, mirror):
 
 
 @sandbox.command("clean")
+@click.option("--all", "everything", is_flag=True, help="Also remove the containers of runs still going here.")
 @friendly
-def sandbox_clean():
-    """Remove every container mtpb left behind (found by label). Not while a run is going."""
+def sandbox_clean(everything):
+    """Remove the containers mtpb left behind (found by label), except those of runs still going."""
     from mtpb.sandboxes.docker import clean
-    out.print(f"removed {clean()} container(s)")
+    removed, kept = clean(everything)
+    out.print(f"removed {removed} container(s)"
+              + (f"; kept {kept} of runs still going on this host (--all removes them too)" if kept else ""))
 
 
 @sandbox.command("check")

@@ -258,14 +258,22 @@ def test_a_wedged_container_is_replaced_and_its_program_retried(docker_ready, mo
 
 
 @pytest.mark.docker
-def test_clean_removes_containers_left_by_a_harness(docker_ready):
-    from mtpb.sandboxes.docker import clean
+def test_clean_removes_leftovers_and_keeps_those_of_a_live_run(docker_ready):
+    from mtpb.sandboxes.docker import _owner_host, clean
     image = docker_image.image_tag()
-    name = f"mtpb-test-leftover-{os.getpid()}"
-    docker("run", "-d", "--rm", "--name", name, "--label", "mtpb.sandbox=executor", "--network", "none",
-           image, "sleep", "600")
-    assert clean() >= 1
-    assert name not in docker("ps", "-a", "--format", "{{.Names}}")
+    owners = {"no-owner": None, "dead": f"{_owner_host()}-{2**22 + 1}-abc123",   # above any pid_max
+              "live": f"{_owner_host()}-{os.getpid()}-abc123"}
+    names = {}
+    for what, owner in owners.items():
+        names[what] = f"mtpb-test-{what}-{os.getpid()}"
+        labels = ["--label", "mtpb.sandbox=executor"] + (["--label", f"mtpb.owner={owner}"] if owner else [])
+        docker("run", "-d", "--rm", "--name", names[what], *labels, "--network", "none", image, "sleep", "600")
+    removed, kept = clean()
+    running = docker("ps", "-a", "--format", "{{.Names}}").split()
+    assert removed >= 2 and kept >= 1
+    assert names["no-owner"] not in running and names["dead"] not in running and names["live"] in running
+    assert clean(everything=True)[0] >= 1
+    assert names["live"] not in docker("ps", "-a", "--format", "{{.Names}}").split()
 
 
 # ---------------------------------------------------------------------------- the engine goes away

@@ -81,12 +81,39 @@ def unavailable_reason() -> str | None:
     return f"the sandbox image {tag} is not built (run: mtpb sandbox build)"
 
 
-def clean() -> int:
-    """Remove every container any mtpb process left (by label); returns how many."""
-    ids = docker("ps", "-aq", "--filter", f"label={LABEL}", timeout=30).stdout.decode().split()
-    if ids:
-        docker("rm", "-f", *ids, timeout=120, check=False)
-    return len(ids)
+def clean(everything: bool = False) -> tuple[int, int]:
+    """Remove the containers mtpb processes left (by label) -> (removed, kept). Unless everything,
+    keep those whose owner is a process still alive on this host: a run in progress."""
+    listed = docker("ps", "-a", "--filter", f"label={LABEL}", "--format", '{{.ID}} {{.Label "mtpb.owner"}}',
+                    timeout=30).stdout.decode().split("\n")
+    remove, kept = [], 0
+    for line in filter(None, listed):
+        cid, _, owner = line.partition(" ")
+        if not everything and _owner_alive(owner):
+            kept += 1
+        else:
+            remove.append(cid)
+    if remove:
+        docker("rm", "-f", *remove, timeout=120, check=False)
+    return len(remove), kept
+
+
+def _owner_alive(owner: str) -> bool:
+    """owner is HOST-PID-TOKEN (DockerSandbox.owner): alive when HOST is this one and PID runs."""
+    host, pid = (owner.rsplit("-", 2) + ["", ""])[:2]
+    if host != _owner_host() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _owner_host() -> str:
+    return socket.gethostname()[:20].replace("_", "-")
 
 
 # The container's own process only waits for its stdin to close (the pool holds it open: when the
@@ -308,7 +335,7 @@ class DockerSandbox:
         address = engine_address()
         recycle_after = recycle_after or int(os.environ.get("MTPB_DOCKER_RECYCLE_AFTER", RECYCLE_AFTER))
         # one owner label per pool: close() removes exactly its own containers, even ones it lost track of
-        self.owner = f"{socket.gethostname()[:20]}-{os.getpid()}-{secrets.token_hex(3)}".replace("_", "-")
+        self.owner = f"{_owner_host()}-{os.getpid()}-{secrets.token_hex(3)}"
         hardening = hardening or Hardening()
         self.pool = ContainerPool(lambda i: ContainerClient(self.image, i, self.owner, self.limits, hardening,
                                                             max(1, recycle_after), address),
