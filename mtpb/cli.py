@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -65,7 +67,8 @@ class Progress:
         self.bar.advance(self.task, count)
 
     def stop(self):
-        self.bar.stop()
+        if self.task is not None:   # a run refused before it started prints no empty bar
+            self.bar.stop()
 
 
 @click.group()
@@ -88,7 +91,7 @@ def problems_list(paths):
     from mtpb.problems import load_problems
     table = Table("id", "name", "category", "turns", "max_gen_length")
     for p in load_problems(paths or None):
-        table.add_row(str(p.id), p.name, p.category, str(len(p.turns)), str(p.max_gen_length))
+        table.add_row(str(p.id), escape(p.name), escape(p.category), str(len(p.turns)), str(p.max_gen_length))
     out.print(table)
 
 
@@ -103,18 +106,20 @@ def problems_show(problem_id, paths):
     if not found:
         raise ProblemError([f"no problem set with id {problem_id}: see `mtpb problems list`"])
     p = found[0]
-    out.print(f"[bold]{p.id}. {p.name}[/bold]  ({p.category}, {len(p.turns)} turns, max_gen_length {p.max_gen_length})")
-    out.print(p.description, highlight=False)
-    out.print(f"[dim]{p.path}[/dim]")
+    # problem text is printed with markup off or escaped: "[i]" in a prompt is text, not a rich tag
+    out.print(f"[bold]{escape(f'{p.id}. {p.name}')}[/bold]  ({escape(p.category)}, {len(p.turns)} turns, "
+              f"max_gen_length {p.max_gen_length})")
+    out.print(p.description, highlight=False, markup=False)
+    out.print(f"[dim]{escape(str(p.path))}[/dim]")
     first = p.tests[0]
     solutions = p.solutions(first) or [None] * len(p.turns)
     for i, (prompt, solution) in enumerate(zip(p.prompts(first), solutions), start=1):
-        out.print(f"\n[cyan]turn {i}[/cyan]: {prompt}", highlight=False)
+        out.print(f"\n[cyan]turn {i}[/cyan]: {escape(prompt)}", highlight=False)
         if solution:
             out.print(solution, highlight=False, markup=False)
     table = Table("test", "inputs", "output")
     for i, t in enumerate(p.tests, start=1):
-        table.add_row(str(i), repr(t.inputs), repr(t.output))
+        table.add_row(str(i), escape(repr(t.inputs)), escape(repr(t.output)))
     out.print(table)
 
 
@@ -127,13 +132,18 @@ def problems_new(name, directory):
     from mtpb.problems import ProblemError, problem_files, slugify
     from mtpb.problems import FILE_NAME
     folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ProblemError([f"--dir {folder}: cannot create the folder ({e.strerror or e}): give a folder path"]) \
+            from None
     ids = [int(m.group(1)) for f in problem_files([folder]) if (m := FILE_NAME.match(f.name))]
     pid = max(ids, default=0) + 1
     path = folder / f"{pid:03d}-{slugify(name)}.yaml"
     if path.exists():
         raise ProblemError([f"{path} exists already"])
-    path.write_text(TEMPLATE.format(id=pid, name=name), encoding="utf-8")
+    # the name as a JSON string is a valid YAML double-quoted scalar, whatever it contains
+    path.write_text(TEMPLATE.format(id=pid, name=json.dumps(name, ensure_ascii=False)), encoding="utf-8")
     out.print(f"wrote {path}: edit it, then `mtpb problems validate --execute {path}`")
 
 
@@ -165,7 +175,7 @@ tests:
 @click.argument("paths", nargs=-1)
 @click.option("--execute", is_flag=True, help="Also run every reference program and check its output.")
 @click.option("--sandbox", default="auto", show_default=True, type=click.Choice(["auto", "docker", "process"]))
-@click.option("--workers", default=2, show_default=True)
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
 @friendly
 def problems_validate(paths, execute, sandbox, workers):
     """Check problem files strictly; with --execute, run the reference solutions."""
@@ -234,14 +244,28 @@ def _options(pairs) -> dict:
     return options
 
 
+def _finite(ctx, param, value: float) -> float:
+    if not math.isfinite(value):   # FloatRange lets nan through, and nan would end up in run.json
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+def _interrupted(run_dir: str):
+    """Ctrl-C: the run directory keeps what was written; worker threads that lose their executors
+    as the sandbox closes have nothing useful to say."""
+    import threading
+    threading.excepthook = lambda args: None
+    console.print(f"interrupted: what was done is kept in {run_dir}; the same command resumes it")
+
+
 @main.command()
 @click.option("--backend", required=True, help="reference, replay, codegen, transformers, openai, or a plugin.")
 @click.option("--model", default=None, help="Checkpoint folder, hub id or served model name.")
 @click.option("-B", "backend_options", multiple=True, metavar="KEY=VALUE", help="A backend option (repeatable).")
 @click.option("--mode", default="multi", show_default=True, type=click.Choice(["multi", "single", "chat"]))
 @click.option("--n", default=1, show_default=True, type=click.IntRange(1), help="Samples per test case.")
-@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0))
-@click.option("--top-p", default=0.95, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0), callback=_finite)
+@click.option("--top-p", default=0.95, show_default=True, type=click.FloatRange(0, 1), callback=_finite)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--ids", default=None, help="Problem ids, e.g. 1,4,7-9 (default: all).")
 @click.option("--max-gen-length", default=None, type=click.IntRange(1), help="Tokens per turn for every problem.")
@@ -275,6 +299,9 @@ def run(backend, model, backend_options, mode, n, temperature, top_p, seed, ids,
     progress = Progress(f"{backend} {mode}")
     try:
         summary = Runner(config, Path(run_dir), model_backend, box, suite, progress).run()
+    except KeyboardInterrupt:
+        _interrupted(run_dir)
+        sys.exit(130)
     finally:
         progress.stop()
         box.close()
@@ -301,17 +328,22 @@ def _print_headline(summary: dict, run_dir: str):
 def execute(samples, run_dir, sandbox, workers, timeout, scoring, problem_paths):
     """Score a samples file (ours or the original sampler's); results in input order."""
     from mtpb.execute import execute_file
-    from mtpb.problems import load_problems
+    from mtpb.problems import ProblemError, load_problems
     from mtpb.sandboxes import Limits, open_sandbox
     try:
         problems = {p.id: p for p in load_problems(problem_paths or None)}
-    except Exception:  # scoring the original sampler's files needs no problem sets
-        problems = {}
+    except ProblemError:
+        if problem_paths:   # asked for by name: say what is wrong with them
+            raise
+        problems = {}       # scoring the original sampler's files needs no problem sets
     box = open_sandbox(sandbox, workers=workers, limits=Limits(timeout=timeout),
                        warn=_warn)
     progress = Progress("execute")
     try:
         report = execute_file(Path(samples), Path(run_dir), box, problems, scoring, progress)
+    except KeyboardInterrupt:
+        _interrupted(run_dir)
+        sys.exit(130)
     finally:
         progress.stop()
         box.close()

@@ -41,7 +41,7 @@ def import_original(jsonl: Path, out_dir: Path) -> list[Path]:
     """Write every problem; raise ProblemError naming each bad line (the good ones are still written)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written, errors = [], []
-    with open(jsonl, encoding="utf-8") as f:
+    with open(jsonl, "rb") as f:   # bytes: a non-UTF-8 line fails in json.loads, named
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue

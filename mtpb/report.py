@@ -15,7 +15,7 @@ from typing import Callable
 
 from mtpb import __version__
 from mtpb.aggregate import breakdown, mode_pairs, summary_table
-from mtpb.comparison import STATUSES, Comparison, load_comparison
+from mtpb.comparison import STATUSES, Comparison, RunDataError, load_comparison
 from mtpb.paths import data_path
 
 # Tableau 10: distinct hues that stay apart for the common kinds of colour blindness.
@@ -271,18 +271,35 @@ def render_html(cmp: Comparison) -> str:
 def write_report(run_dirs: list[str], out: str, problems_paths: list[str] | None = None) -> dict:
     """Write the HTML report; returns path, bytes, seconds and the warnings it shows."""
     start = time.perf_counter()
-    cmp = load_comparison(run_dirs, problems_paths, examples_per_problem=EXAMPLES_PER_PROBLEM)
-    html = render_html(cmp)
     path = Path(out)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    data = html.encode("utf-8")
+    check_output(path)
+    cmp = load_comparison(run_dirs, problems_paths, examples_per_problem=EXAMPLES_PER_PROBLEM)
+    data = render_html(cmp).encode("utf-8")
     # Write then rename: a reader never sees half a report.
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as e:
+        if tmp.is_file():
+            tmp.unlink()
+        raise RunDataError(f"-o {path}: cannot write the report ({e.strerror or e}): choose another path") from None
     return {"path": str(path), "bytes": len(data), "seconds": time.perf_counter() - start,
             "warnings": list(cmp.warnings)}
+
+
+def check_output(path: Path) -> None:
+    """Refuse an output that would overwrite anything but an earlier report (a run's run.json, a device)."""
+    if not path.name or path.name in (".", ".."):
+        raise RunDataError(f"-o {str(path)!r}: give a file name, e.g. -o report.html")
+    if path.exists() and not (path.is_file() and _is_html(path)):
+        raise RunDataError(f"-o {path}: exists and is not an HTML report: choose another path, or remove it")
+
+
+def _is_html(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(64).lstrip().lower().startswith(b"<!doctype html")
 
 
 def print_summary(run_dirs: list[str], console, problems_paths=None) -> None:

@@ -43,14 +43,17 @@ def read_jsonl(path: Path):
     """Yield (line_number, record) for each line; a malformed line raises RunDirError naming it."""
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:   # bytes: a line that is not UTF-8 is reported like any other bad line
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                yield number, json.loads(line)
-            except ValueError as e:
-                raise RunDirError(f"{path}:{number}: not a JSON line ({e}): fix or delete that line")
+                record = json.loads(line)
+            except ValueError as e:   # UnicodeDecodeError is a ValueError too
+                raise RunDirError(f"{path}:{number}: not a JSON line ({e}): fix or delete that line") from None
+            if not isinstance(record, dict):
+                raise RunDirError(f"{path}:{number}: not a JSON object: fix or delete that line")
+            yield number, record
 
 
 class JsonlWriter:
@@ -85,6 +88,9 @@ def write_json_atomic(path: Path, data: dict):
 
 def load_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes())
     except ValueError as e:
-        raise RunDirError(f"{path}: not valid JSON ({e}): restore it or start a new run directory")
+        raise RunDirError(f"{path}: not valid JSON ({e}): restore it or start a new run directory") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: not a JSON object: restore it or start a new run directory")
+    return data

@@ -73,6 +73,7 @@ class Runner:
         described = self.backend.describe() if hasattr(self.backend, "describe") else {}
         fresh = {"harness": "mtpb", "harness_version": __version__,
                  "problems_digest": problems_digest(self.problems.values()),
+                 "problem_digests": {str(p.id): problems_digest([p]) for p in self.problems.values()},
                  **{k: v for k, v in asdict(self.config).items() if k != "batch_size"},
                  "model": self.config.model or described.get("model"),
                  "parameters": described.get("parameters"), "backend_info": described,
@@ -85,22 +86,66 @@ class Runner:
             if old.get(key) != fresh.get(key):
                 raise RunDirError(f"{path} holds a run with {key}={old.get(key)!r}, not {fresh.get(key)!r}: "
                                   "resume with the same settings, or give a new --out")
+        old_digests, old_ids, old_n = old.get("problem_digests", {}), old.get("problem_ids", []), old.get("n", 0)
+        if not (isinstance(old_digests, dict) and isinstance(old_ids, list) and isinstance(old_n, int)
+                and all(isinstance(i, int) for i in old_ids)):
+            raise RunDirError(f"{path}: problem_digests, problem_ids or n is not what mtpb writes: "
+                              "restore the file or give a new --out")
+        changed = sorted(int(i) for i, d in fresh["problem_digests"].items() if old_digests.get(i, d) != d)
+        if changed:
+            raise RunDirError(f"problem(s) {', '.join(map(str, changed))} changed since {path} was written "
+                              "(prompts, tests or max_gen_length): their samples so far answer the old text; "
+                              "give a new --out, or restore the problem files")
+        fresh["problem_digests"] = {**old_digests, **fresh["problem_digests"]}
         fresh["started"] = old.get("started", fresh["started"])
-        fresh["n"] = max(old.get("n", 0), self.config.n)
-        fresh["problem_ids"] = sorted(set(old.get("problem_ids", [])) | set(self.problems))
+        fresh["n"] = max(old_n, self.config.n)
+        fresh["problem_ids"] = sorted(set(old_ids) | set(self.problems))
         return fresh
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict:
-        self.out.mkdir(parents=True, exist_ok=True)
+        new = not (self.out / "run.json").exists()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"--out {self.out}: cannot create the folder ({e.strerror or e}): "
+                              "give a folder path you can write to") from None
         manifest = self._manifest()
-        write_json_atomic(self.out / "run.json", manifest)
+        # everything is read and checked before run.json is touched: a refused resume changes nothing
         for name in ("samples.jsonl", "results.jsonl"):
             repair_tail(self.out / name)  # a line torn by kill -9 is dropped and redone
-        sampled = {self._key(r) for _, r in read_jsonl(self.out / "samples.jsonl")} \
-            if (self.out / "samples.jsonl").exists() else set()
-        executed = {self._key(r) for _, r in read_jsonl(self.out / "results.jsonl")} \
-            if (self.out / "results.jsonl").exists() else set()
+        sampled, executed = self._keys("samples.jsonl"), self._keys("results.jsonl")
+        write_json_atomic(self.out / "run.json", manifest)
+        try:
+            self._loop(sampled, executed)
+        except BaseException:
+            if new:
+                self._forget_empty_run()
+            raise
+        manifest["finished"] = _now()
+        write_json_atomic(self.out / "run.json", manifest)
+        return write_summary(self.out, self.problems)
+
+    def _forget_empty_run(self):
+        """A new run that failed before its first sample (say, a backend refusing the mode) leaves no
+        run.json behind, so the corrected command can use the same --out."""
+        files = [self.out / n for n in ("run.json", "samples.jsonl", "results.jsonl")]
+        if any(f.exists() and f.stat().st_size for f in files[1:]):
+            return
+        for f in files:
+            f.unlink(missing_ok=True)
+
+    def _keys(self, name: str) -> set:
+        path, keys = self.out / name, set()
+        for number, record in read_jsonl(path):
+            try:
+                keys.add(self._key(record))
+            except (KeyError, TypeError, ValueError):
+                raise RunDirError(f"{path}:{number}: problem_id, test_index or sample_index is missing or "
+                                  "not an integer: fix or delete that line (it is then redone)") from None
+        return keys
+
+    def _loop(self, sampled: set, executed: set):
         all_keys = list(self._all_keys())
         todo_items = [k for k in all_keys if k not in sampled]
         if self.progress:
@@ -123,9 +168,6 @@ class Runner:
         finally:
             samples.close()
             results.close()
-        manifest["finished"] = _now()
-        write_json_atomic(self.out / "run.json", manifest)
-        return write_summary(self.out, self.problems)
 
     def _batch_size(self) -> int:
         return self.config.batch_size or getattr(self.backend, "preferred_batch_size", 16) or 16

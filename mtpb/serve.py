@@ -412,8 +412,8 @@ def serve_command(model, host, port, device, dtype, batch_size, max_length, top_
     try:
         server = start_server(model, host, port, device, dtype, batch_size, max_length, top_k,
                               served_model_name, api_key, decode)
-    except BackendError as e:
-        raise click.ClickException(str(e)) from None
+    except BackendError as e:   # the backend's messages name -B options; here they are --options
+        raise click.ClickException(str(e).replace("-B ", "--")) from None
     except OSError as e:
         raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:

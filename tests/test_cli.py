@@ -36,3 +36,26 @@ def test_validate_reports_errors_with_file_and_line(tmp_path):
 def test_show_a_problem():
     result = CliRunner().invoke(main, ["problems", "show", "1"])
     assert result.exit_code == 0 and "turn 1" in result.output
+
+
+def test_problems_new_keeps_any_name_and_show_prints_brackets(tmp_path):
+    runner = CliRunner()
+    for name in ("Sum: two lists", "!!! yes", "x # not a comment", 'say "[/] hi"'):
+        result = runner.invoke(main, ["problems", "new", name, "--dir", str(tmp_path)])
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["problems", "validate", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    listed = runner.invoke(main, ["problems", "list", str(tmp_path)])
+    assert listed.exit_code == 0, listed.output
+    assert "x # not a comment" in listed.output and '"[/] hi"' in listed.output
+    shown = runner.invoke(main, ["problems", "show", "4", "--problems", str(tmp_path)])
+    assert shown.exit_code == 0 and 'say "[/] hi"' in shown.output, shown.output
+    file = tmp_path / "file"
+    file.write_text("")
+    result = runner.invoke(main, ["problems", "new", "x", "--dir", str(file / "sub")])
+    assert result.exit_code == 2 and "cannot create the folder" in result.output
+
+
+def test_show_keeps_square_brackets_of_the_suite():
+    result = CliRunner().invoke(main, ["problems", "show", "17"])
+    assert result.exit_code == 0 and "[i" in result.output, result.output

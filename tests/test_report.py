@@ -92,6 +92,24 @@ def test_malformed_line_does_not_stop_the_report(tmp_path):
     assert any("results.jsonl:51" in w and "malformed" in w for w in facts["warnings"])
 
 
+def test_output_never_overwrites_anything_but_a_report(tmp_path):
+    dirs, problems = runs.write_fixture(tmp_path)
+    manifest = Path(dirs[0]) / "run.json"
+    before = manifest.read_bytes()
+    for target, message in ((manifest, "is not an HTML report"), (tmp_path, "is not an HTML report"),
+                            (Path(""), "give a file name")):
+        with pytest.raises(RunDataError, match=message):
+            write_report(dirs, str(target), [str(problems)])
+    assert manifest.read_bytes() == before
+    out = tmp_path / "r.html"
+    write_report(dirs, str(out), [str(problems)])
+    write_report(dirs, str(out), [str(problems)])        # an earlier report is replaced
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunDataError, match="cannot write the report"):
+        write_report(dirs, str(tmp_path / "file" / "r.html"), [str(problems)])
+    assert not list(tmp_path.glob("**/*.tmp"))
+
+
 def test_missing_manifest_raises(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(RunDataError, match="run.json"):

@@ -17,7 +17,7 @@ class ReplayBackend:
             raise BackendError("the replay backend needs -B samples=PATH (a samples.jsonl of an earlier run)")
         self.path, self.raw = path, {}
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(path, "rb") as f:   # bytes: a non-UTF-8 line fails in json.loads, named
                 for number, line in enumerate(f, start=1):
                     if not line.strip():
                         continue

@@ -65,6 +65,14 @@ def weight_files(folder: Path) -> list[Path]:
 
 def iter_tensors(path: Path):
     """(name, tensor) pairs of one shard, one tensor materialised at a time."""
+    try:
+        yield from _read_tensors(path)
+    except Exception as e:   # safetensors, zip and pickle each fail on a cut file in their own way
+        raise ValueError(f"{path}: cannot read the weights ({type(e).__name__}: {e}): the file is damaged "
+                         "or incomplete; download or copy it again") from None
+
+
+def _read_tensors(path: Path):
     if path.suffix == ".safetensors":
         from safetensors import safe_open
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -83,7 +91,10 @@ def load_config(folder: Path) -> CodeGenConfig:
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{folder}: no config.json")
-    return CodeGenConfig.from_dict(json.loads(config_file.read_text()))
+    try:
+        return CodeGenConfig.from_dict(json.loads(config_file.read_bytes()))
+    except ValueError as e:
+        raise ValueError(f"{config_file}: not valid JSON ({e}): restore the checkpoint's config.json") from None
 
 
 def load_model(model: str | Path, device: str | torch.device = "cpu",

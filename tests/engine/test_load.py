@@ -64,3 +64,16 @@ def test_dtype_names():
     assert parse_dtype("fp16") is torch.float16 and parse_dtype("bfloat16") is torch.bfloat16
     with pytest.raises(ValueError):
         parse_dtype("int8")
+
+
+def test_cut_weights_and_broken_config_name_the_file(small_ckpt, small_bin, tmp_path):
+    for source in (small_ckpt, small_bin):
+        folder = tmp_path / f"cut-{source.name}"
+        shutil.copytree(source, folder)
+        shard = weight_files(folder)[0]
+        shard.write_bytes(shard.read_bytes()[:shard.stat().st_size // 2])   # a download cut halfway
+        with pytest.raises(ValueError, match=f"{shard.name}: cannot read the weights .*damaged or incomplete"):
+            load_model(folder, "cpu", "fp32")
+    (folder / "config.json").write_text('{"n_layer": 2,\n')
+    with pytest.raises(ValueError, match=r"config.json: not valid JSON"):
+        load_model(folder, "cpu", "fp32")
