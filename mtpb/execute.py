@@ -1,75 +1,227 @@
-"""`mtpb execute`: score a samples file, ours or the original sampler's, in input order, resumably."""
+"""`mtpb execute`: score a samples file, ours or the original sampler's, in input order, resumably.
+
+Results are keyed by input line (`index`, 0-based; blank lines get none). Rerunning on the same --out
+keeps every result whose line is unchanged (`line_digest`) and scores the rest: lines with no result
+yet and lines that were malformed last time, so fixing a line and rerunning scores it.
+"""
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from mtpb.rundir import JsonlWriter, load_json, read_jsonl, repair_tail, write_json_atomic
+from mtpb import __version__
+from mtpb.problems import problems_digest
+from mtpb.rundir import JsonlWriter, RunDirError, load_json, now, read_jsonl, repair_tail, write_json_atomic
 from mtpb.runner import result_record
 
 
-def _parse(line: str, number: int, problems: dict) -> tuple[dict, str, object, str]:
+class SamplesError(RunDirError):
+    """The samples file cannot be scored as given; the message names it and what to do."""
+
+
+@dataclass(frozen=True)
+class Line:
+    index: int                # 0-based line of the samples file
+    digest: str               # of the line's bytes: a resume keeps a result only for the same line
+    record: dict | None = None
+    program: str = ""
+    expected: object = None
+    format: str = ""          # "original" or "mtpb"
+    error: str | None = None  # why the line is malformed (then it is reported, not executed)
+
+
+def _parse(raw: bytes, problems: dict) -> tuple[dict, str, object, str]:
     """-> (record, program, expected, format); raises ValueError with a message for a bad line."""
-    record = json.loads(line)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}): "
+                         "save the file as UTF-8") from None
+    try:
+        record = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"not JSON ({getattr(e, 'msg', e)}, column {getattr(e, 'colno', '?')})") from None
     if not isinstance(record, dict):
         raise ValueError("a line must be a JSON object")
-    if "completions" in record and "gold_output" in record:  # the original sampler's samples
-        return record, str(record["completions"]), record["gold_output"], "original"
-    if "program" in record and "problem_id" in record:
-        pid, test = int(record["problem_id"]), int(record["test_index"])
+    if "completions" in record or "gold_output" in record:  # the original sampler's samples
+        # its `completions` is the whole program, the turns' completions concatenated
+        return record, _field(record, "completions", str), _field(record, "gold_output", object), "original"
+    if "program" in record or "problem_id" in record:
+        program, pid = _field(record, "program", str), _field(record, "problem_id", int)
+        test = _field(record, "test_index", int)
+        if record.get("sample_index") is not None:
+            _field(record, "sample_index", int)
         if "expected" in record:
-            return record, record["program"], record["expected"], "mtpb"
+            if test < 0:
+                raise ValueError(f"test_index {test} is out of range: test indices count from 0")
+            return record, program, record["expected"], "mtpb"
         if pid not in problems:
             raise ValueError(f"problem {pid} is not in the loaded problem sets: pass --problems")
-        return record, record["program"], problems[pid].tests[test].output, "mtpb"
+        tests = problems[pid].tests
+        if not 0 <= test < len(tests):
+            raise ValueError(f"test_index {test} is out of range: problem {pid} has {len(tests)} tests "
+                             f"(0-{len(tests) - 1})")
+        return record, program, tests[test].output, "mtpb"
     raise ValueError("expected the original sampler's fields (id, input, gold_output, completions) "
                      "or ours (problem_id, test_index, sample_index, program)")
 
 
+def _field(record: dict, key: str, kind: type):
+    if key not in record:
+        raise ValueError(f'missing field "{key}"')
+    value = record[key]
+    if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ValueError(f'"{key}" must be a whole number, not {json.dumps(value)[:40]}')
+    if kind is str and not isinstance(value, str):
+        raise ValueError(f'"{key}" must be a string, not {json.dumps(value)[:40]}')
+    return value
+
+
+def _read_lines(samples: Path, problems: dict) -> tuple[list[Line], dict]:
+    """Every non-blank line, parsed or with its error, and a record of the input for run.json."""
+    try:
+        data = samples.read_bytes()
+    except OSError as e:
+        raise SamplesError(f"{samples}: cannot read it ({e.strerror or e}): check the path") from None
+    lines = []
+    for index, raw in enumerate(data.splitlines()):  # splits where text mode would: \n, \r\n, \r
+        raw = raw.strip()
+        if not raw:
+            continue
+        digest = hashlib.sha256(raw).hexdigest()[:16]
+        try:
+            record, program, expected, fmt = _parse(raw, problems)
+        except ValueError as e:
+            lines.append(Line(index, digest, error=str(e)))
+            continue
+        lines.append(Line(index, digest, record, program, expected, fmt))
+    if not lines:
+        raise SamplesError(f"{samples}: no samples, the file is {'blank' if data else 'empty'}: "
+                           "give a file with one JSON object per line")
+    return lines, {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "lines": len(lines)}
+
+
+def _manifest(samples: Path, out: Path, sandbox, problems: dict, scoring: str | None, source: dict) -> dict:
+    """The run.json for this call; refuses an --out that holds something other than this input's scores."""
+    path = out / "run.json"
+    fresh = {"harness": "mtpb", "harness_version": __version__, "command": "execute",
+             "samples": str(samples.resolve()), "input": source, "sandbox": getattr(sandbox, "name", None),
+             "scoring": scoring, "scoring_option": scoring, "problems_digest": problems_digest(problems.values()),
+             "started": now(), "finished": None}
+    results = out / "results.jsonl"
+    if not path.exists():
+        if results.exists() and results.stat().st_size:
+            raise RunDirError(f"{results} holds results but {path} is missing: not an `mtpb execute` output; "
+                              "give a new --out")
+        return fresh
+    old = load_json(path)
+    if not isinstance(old, dict) or old.get("command") != "execute":
+        raise RunDirError(f"{path} is not an `mtpb execute` output (an `mtpb run` folder, say): "
+                          "give `mtpb execute` a new --out")
+    if "input" not in old or "scoring_option" not in old:
+        raise RunDirError(f"{path} was written by an older `mtpb execute` that did not record its input: "
+                          "give a new --out")
+    if old.get("samples") != fresh["samples"]:
+        raise RunDirError(f"{path} holds the results of {old.get('samples')}, not {fresh['samples']}: "
+                          "give a new --out for another samples file")
+    if old["scoring_option"] != scoring:
+        raise RunDirError(f"{path} was scored with --scoring {old['scoring_option'] or '(by format)'}, not "
+                          f"{scoring or '(by format)'}: rerun with the same --scoring, or give a new --out")
+    return {**fresh, "scoring": old.get("scoring") or scoring, "started": old.get("started")}
+
+
+def _kept(samples: Path, lines: list[Line], results: Path) -> dict[int, dict]:
+    """The stored results this input still stands behind, by index; malformed ones are left to redo."""
+    stored = {}
+    for number, r in read_jsonl(results):
+        if not isinstance(r, dict) or not isinstance(r.get("index"), int):
+            raise RunDirError(f"{results}:{number}: no input line index: not written by `mtpb execute`; "
+                              "give a new --out")
+        stored[r["index"]] = r  # a line scored again after an interrupted rerun: the last one stands
+    by_index, kept = {line.index: line for line in lines}, {}
+    for index, r in stored.items():
+        if r.get("malformed"):
+            continue
+        line, where = by_index.get(index), f"{samples}:{index + 1}"
+        # a good result is never dropped: a changed line means this --out belongs to other input
+        if line is None or r.get("line_digest") != line.digest:
+            raise RunDirError(f"{where}: {'blank or gone' if line is None else 'changed'} since it was scored "
+                              f"into {results}: restore the samples file, or give a new --out")
+        if line.error:
+            raise RunDirError(f"{where}: {line.error}; it was scored before with other problem sets: "
+                              "rerun with the same --problems, or give a new --out")
+        if r.get("expected") != repr(line.expected):
+            raise RunDirError(f"{where}: the problem sets now expect {repr(line.expected)[:60]}, it was scored "
+                              f"against {str(r.get('expected'))[:60]}: rerun with the same --problems, "
+                              "or give a new --out")
+        kept[index] = r
+    return kept
+
+
 def execute_file(samples: Path, out: Path, sandbox, problems: dict, scoring: str | None, progress=None,
                  batch: int = 128) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "results.jsonl"
-    repair_tail(results_path)
-    done = sum(1 for _ in read_jsonl(results_path))
-    manifest_path = out / "run.json"
-    manifest = load_json(manifest_path) if manifest_path.exists() else {
-        "harness": "mtpb", "command": "execute", "samples": str(samples), "sandbox": sandbox.name,
-        "scoring": scoring}
-    writer = JsonlWriter(results_path)
-    bad_lines, formats = [], set()
-    with open(samples, encoding="utf-8") as f:
-        lines = [(i, line) for i, line in enumerate(f) if line.strip()]
-    if progress:
-        progress.start(len(lines), done)
+    lines, source = _read_lines(samples, problems)
+    results_path, manifest_path = out / "results.jsonl", out / "run.json"
+    # everything is read and checked before anything is written: a refused rerun changes nothing
+    manifest = _manifest(samples, out, sandbox, problems, scoring, source)
+    repair_tail(results_path)  # a line torn by kill -9 is dropped and redone
+    kept = _kept(samples, lines, results_path)
     try:
-        for chunk in _chunks(lines[done:], batch):
-            parsed = []
-            for index, line in chunk:
-                try:
-                    parsed.append((index, *_parse(line, index + 1, problems)))
-                except (ValueError, KeyError, TypeError, IndexError) as e:
-                    bad_lines.append(f"{samples}:{index + 1}: {e}")
-                    parsed.append((index, None, None, None, f"line {index + 1} is malformed: {e}"))
-            runnable = [p for p in parsed if p[1] is not None]
-            replies = iter(sandbox.run([p[2] for p in runnable]))
-            for index, record, program, expected, fmt in parsed:
-                if record is None:
-                    writer.write({"index": index, "id": None, "status": "failed", "passed": False, "error": fmt})
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"--out {out}: cannot create the folder ({e.strerror or e}): "
+                          "give a folder path you can write to") from None
+    write_json_atomic(manifest_path, manifest)
+    todo = [line for line in lines if line.index not in kept]
+    if progress:
+        progress.start(len(lines), len(kept))
+    writer = JsonlWriter(results_path)
+    bad_lines = []
+    try:
+        for chunk in _chunks(todo, batch):
+            runnable = [line for line in chunk if line.error is None]
+            replies = iter(sandbox.run([line.program for line in runnable]))
+            for line in chunk:
+                if line.error:
+                    bad_lines.append(f"{samples}:{line.index + 1}: {line.error}")
+                    writer.write({"index": line.index, "id": None, "status": "failed", "passed": False,
+                                  "malformed": True, "error": f"line {line.index + 1} is malformed: {line.error}",
+                                  "line_digest": line.digest})
                     continue
-                formats.add(fmt)
-                rules = scoring or fmt
+                rules = scoring or line.format
                 manifest["scoring"] = manifest.get("scoring") or rules
-                result = result_record(record, next(replies), expected, rules)
-                writer.write({"index": index, "id": record.get("id", record.get("problem_id")), **result})
+                result = result_record(line.record, next(replies), line.expected, rules)
+                writer.write({"index": line.index, "id": line.record.get("id", line.record.get("problem_id")),
+                              **result, "line_digest": line.digest})
             writer.checkpoint()
             if progress:
                 progress.advance(len(chunk))
     finally:
         writer.close()
+    _rewrite_in_order(results_path, {line.index for line in lines})
+    manifest["finished"] = now()
     write_json_atomic(manifest_path, manifest)
     return {"bad_lines": bad_lines, "results": str(results_path)}
+
+
+def _rewrite_in_order(results: Path, indices: set[int]):
+    """A rerun appends the lines it redid after later ones: rewrite the file (atomically) in input order,
+    each line once, its last result standing, results of lines now blank or gone dropped."""
+    records = [r for _, r in read_jsonl(results)]
+    last = {r["index"]: r for r in records if r["index"] in indices}
+    if [r["index"] for r in records] == sorted(last):
+        return
+    tmp = results.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for index in sorted(last):
+            f.write(json.dumps(last[index], ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, results)
 
 
 def _chunks(seq, size):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -94,3 +95,8 @@ def load_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise RunDirError(f"{path}: not a JSON object: restore it or start a new run directory")
     return data
+
+
+def now() -> str:
+    """The time stamps of run.json: UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 from mtpb import __version__, prompts
 from mtpb.backends.base import Request, SamplingParams
 from mtpb.problems import Problem, problems_digest
-from mtpb.rundir import JsonlWriter, RunDirError, load_json, read_jsonl, repair_tail, write_json_atomic
+from mtpb.rundir import JsonlWriter, RunDirError, load_json, now, read_jsonl, repair_tail, write_json_atomic
 from mtpb.scoring import verdict
 from mtpb.summary import write_summary
 
@@ -55,10 +54,6 @@ def item_seed(seed: int, problem_id: int, test_index: int, sample_index: int) ->
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 class Runner:
     def __init__(self, config: RunConfig, out: Path, backend, sandbox, problems: list[Problem], progress=None):
         self.config, self.out, self.backend, self.sandbox = config, Path(out), backend, sandbox
@@ -78,7 +73,7 @@ class Runner:
                  "model": self.config.model or described.get("model"),
                  "parameters": described.get("parameters"), "backend_info": described,
                  "sandbox": getattr(self.sandbox, "name", None),
-                 "problem_ids": sorted(self.problems), "started": _now(), "finished": None}
+                 "problem_ids": sorted(self.problems), "started": now(), "finished": None}
         if not path.exists():
             return fresh
         old = load_json(path)
@@ -122,7 +117,7 @@ class Runner:
             if new:
                 self._forget_empty_run()
             raise
-        manifest["finished"] = _now()
+        manifest["finished"] = now()
         write_json_atomic(self.out / "run.json", manifest)
         return write_summary(self.out, self.problems)
 

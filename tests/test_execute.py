@@ -1,9 +1,38 @@
 """`mtpb execute` on the original sampler's files and ours: input order, malformed lines named."""
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from mtpb.cli import main
+from mtpb.execute import execute_file
+from mtpb.problems import load_problems
+from mtpb.rundir import RunDirError
+from tests.conftest import DEMO, write_problem
+
+
+class Counting:
+    """The process sandbox, remembering which programs it was given (a resume must not redo good lines)."""
+    name = "process"
+
+    def __init__(self, box):
+        self.box, self.programs = box, []
+
+    def run(self, programs):
+        self.programs += programs
+        return self.box.run(programs)
+
+
+def original(i, **changes) -> str:
+    return json.dumps({"id": str(i), "input": {}, "gold_output": i, "completions": f"print({i})", **changes})
+
+
+def write_lines(path, lines, end="\n"):
+    path.write_bytes("\n".join(lines).encode() + end.encode())
+
+
+def results_of(out):
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
 def test_original_format_in_input_order_with_a_bad_line(tmp_path):
@@ -33,3 +62,124 @@ def test_our_samples_with_fixed_rules(tmp_path):
     assert result.exit_code == 0, result.output
     results = [json.loads(l) for l in open(tmp_path / "again" / "results.jsonl")]
     assert len(results) == 10 and all(r["passed"] for r in results)
+
+
+# ---------------------------------------------------------------------------- resume by input line
+
+def test_resume_rescores_fixed_lines_and_keeps_input_order(process_sandbox, tmp_path):
+    samples, out = tmp_path / "samples.jsonl", tmp_path / "run"
+    ours = json.dumps({"problem_id": 1, "test_index": 0, "sample_index": 0, "program": "print('cba')"})
+    # line 2 needs problem sets not loaded yet; line 4 is torn, as a sampler killed mid-write leaves it
+    write_lines(samples, [original(0), ours, original(2), original(3)[:20]], end="")
+    box = Counting(process_sandbox)
+    report = execute_file(samples, out, box, {}, None)
+    assert [line.split(": ", 1)[0] for line in report["bad_lines"]] == [f"{samples}:2", f"{samples}:4"]
+    assert [r["index"] for r in results_of(out)] == [0, 1, 2, 3]
+    first = results_of(out)
+
+    write_lines(samples, [original(0), ours, original(2), original(3)])
+    write_problem(tmp_path, DEMO)
+    problems = {p.id: p for p in load_problems([str(tmp_path / "001-demo.yaml")])}
+    box.programs.clear()
+    report = execute_file(samples, out, box, problems, None, batch=1)
+    assert report["bad_lines"] == []
+    assert box.programs == ["print('cba')", "print(3)"], "only the malformed lines are scored again"
+    final = results_of(out)
+    assert [r["index"] for r in final] == [0, 1, 2, 3], "input order, each line once"
+    assert all(r["passed"] for r in final), final
+    assert final[0] == first[0] and final[2] == first[2], "good results are kept as they were"
+    assert not (out / "results.jsonl.tmp").exists()
+
+
+def test_a_finished_run_executes_nothing_again(process_sandbox, tmp_path):
+    samples, out = tmp_path / "samples.jsonl", tmp_path / "run"
+    write_lines(samples, [original(0), original(1)])
+    execute_file(samples, out, process_sandbox, {}, None)
+    box = Counting(process_sandbox)
+    execute_file(samples, out, box, {}, None)
+    assert box.programs == [] and [r["index"] for r in results_of(out)] == [0, 1]
+
+
+def test_another_samples_file_on_the_same_out_is_refused(process_sandbox, tmp_path):
+    a, b, out = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "run"
+    write_lines(a, [original(0)])
+    write_lines(b, [original(5)])
+    execute_file(a, out, process_sandbox, {}, None)
+    before = (out / "results.jsonl").read_bytes()
+    with pytest.raises(RunDirError, match=r"run\.json holds the results of .*a\.jsonl.*new --out"):
+        execute_file(b, out, process_sandbox, {}, None)
+    with pytest.raises(RunDirError, match="--scoring.*new --out"):
+        execute_file(a, out, process_sandbox, {}, "mtpb")
+    # the same path with other samples in it: a good result's line changed
+    write_lines(a, [original(7)])
+    with pytest.raises(RunDirError, match=r"a\.jsonl:1: changed since it was scored.*new --out"):
+        execute_file(a, out, process_sandbox, {}, None)
+    assert (out / "results.jsonl").read_bytes() == before, "a refused rerun changes nothing"
+
+
+def test_other_problem_sets_on_a_resume_are_refused(process_sandbox, tmp_path):
+    samples, out = tmp_path / "samples.jsonl", tmp_path / "run"
+    write_lines(samples, [json.dumps({"problem_id": 1, "test_index": 0, "program": "print('cba')"})])
+    write_problem(tmp_path, DEMO)
+    execute_file(samples, out, process_sandbox, {p.id: p for p in load_problems([str(tmp_path)])}, None)
+    write_problem(tmp_path, DEMO.replace("output: cba", "output: abc"))
+    with pytest.raises(RunDirError, match=r"samples\.jsonl:1: the problem sets now expect 'abc'.*--problems"):
+        execute_file(samples, out, process_sandbox, {p.id: p for p in load_problems([str(tmp_path)])}, None)
+
+
+def test_an_mtpb_run_folder_is_refused_as_out(tmp_path):
+    run = tmp_path / "ref"
+    assert CliRunner().invoke(main, ["run", "--backend", "reference", "--ids", "1", "--sandbox", "process",
+                                     "--out", str(run)]).exit_code == 0
+    before = (run / "results.jsonl").read_bytes()
+    result = CliRunner().invoke(main, ["execute", str(run / "samples.jsonl"), "--out", str(run),
+                                       "--sandbox", "process"])
+    assert result.exit_code == 2 and "not an `mtpb execute` output" in result.output, result.output
+    assert "new --out" in result.output and "Traceback" not in result.output
+    assert (run / "results.jsonl").read_bytes() == before
+
+
+# ---------------------------------------------------------------------------- bad input
+
+def test_a_line_that_is_not_utf8_is_reported_and_the_rest_scored(process_sandbox, tmp_path):
+    samples, out = tmp_path / "samples.jsonl", tmp_path / "run"
+    samples.write_bytes(original(0).encode() + b"\n\xff\xfe{}\n" + original(2).encode() + b"\n")
+    report = execute_file(samples, out, process_sandbox, {}, None)
+    assert report["bad_lines"] == [f"{samples}:2: not UTF-8 (byte 0xff at column 1): save the file as UTF-8"]
+    assert [(r["index"], r["passed"]) for r in results_of(out)] == [(0, True), (1, False), (2, True)]
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_an_empty_or_blank_samples_file_is_an_error(tmp_path, content):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(content)
+    result = CliRunner().invoke(main, ["execute", str(samples), "--out", str(tmp_path / "run"), "--sandbox", "process"])
+    assert result.exit_code == 2, result.output
+    assert "samples.jsonl: no samples" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"problem_id": 1, "test_index": -1, "program": "print(1)"},
+     "test_index -1 is out of range: problem 1 has 5 tests (0-4)"),
+    ({"problem_id": 1, "test_index": 99, "program": "print(1)"},
+     "test_index 99 is out of range: problem 1 has 5 tests (0-4)"),
+    ({"problem_id": 1, "program": "print(1)"}, 'missing field "test_index"'),
+    ({"problem_id": 1, "test_index": 0, "program": 5}, '"program" must be a string, not 5'),
+    ({"problem_id": None, "test_index": 0, "program": "print(1)"}, '"problem_id" must be a whole number, not null'),
+    ({"problem_id": 1, "test_index": "0", "program": "print(1)"}, '"test_index" must be a whole number, not "0"'),
+    ({"problem_id": 1, "test_index": -1, "expected": 1, "program": "print(1)"}, "test_index -1 is out of range"),
+    ({"id": "3", "input": {}, "gold_output": 1, "completions": None}, '"completions" must be a string, not null'),
+    ({"id": "3", "input": {}, "gold_output": 1, "completions": ["print(1)"]}, '"completions" must be a string'),
+    ({"id": "3", "input": {}, "completions": "print(1)"}, 'missing field "gold_output"'),
+])
+def test_bad_fields_are_named_and_not_executed(process_sandbox, tmp_path, fields, message):
+    samples, out = tmp_path / "samples.jsonl", tmp_path / "run"
+    write_lines(samples, [original(0), json.dumps(fields)])
+    write_problem(tmp_path, DEMO)
+    box = Counting(process_sandbox)
+    report = execute_file(samples, out, box, {p.id: p for p in load_problems([str(tmp_path)])}, None)
+    assert len(report["bad_lines"]) == 1 and report["bad_lines"][0].startswith(f"{samples}:2: {message}"), report
+    assert box.programs == ["print(0)"], "a malformed line is reported, not executed"
+    bad = results_of(out)[1]
+    assert bad["malformed"] and bad["status"] == "failed" and not bad["passed"]
