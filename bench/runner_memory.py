@@ -15,11 +15,11 @@ CHILD = """
 import json, sys
 from pathlib import Path
 from mtpb.backends import create_backend
-from mtpb.problems import load_problems, parse_ids
+from mtpb.problems import load_problems, parse_ids, select
 from mtpb.runner import RunConfig, Runner
 from mtpb.sandboxes import open_sandbox
 ids, n, out = parse_ids(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-problems = [p for p in load_problems() if p.id in ids]
+problems = select(load_problems(), ids)
 box = open_sandbox("process", workers=2, warn=lambda m: None)
 summary = Runner(RunConfig(backend="reference", n=n), Path(out), create_backend("reference"), box, problems).run()
 box.close()

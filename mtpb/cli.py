@@ -281,16 +281,19 @@ def run(backend, model, backend_options, mode, n, temperature, top_p, seed, ids,
         workers, timeout, scoring, batch_size, problem_paths, run_dir):
     """Generate programs turn by turn, execute them, and score them into a run directory."""
     from mtpb.backends import create_backend
-    from mtpb.problems import ProblemError, load_problems, parse_ids
+    from mtpb.problems import ProblemError, load_problems, parse_ids, select
     from mtpb.runner import RunConfig, Runner
     from mtpb.sandboxes import Limits, open_sandbox
     try:
         wanted = parse_ids(ids)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--ids")
-    suite = [p for p in load_problems(problem_paths or None) if wanted is None or p.id in wanted]
+    suite = select(load_problems(problem_paths or None), wanted)
     if not suite:
         raise ProblemError([f"no problem set matches --ids {ids}"])
+    absent = [str(r.start) for r in wanted or () if len(r) == 1 and r.start not in {p.id for p in suite}]
+    if absent:
+        _warn(f"--ids: no problem set has id {', '.join(absent)}; running the {len(suite)} that match")
     config = RunConfig(backend=backend, model=model, mode=mode, n=n, temperature=temperature, top_p=top_p,
                        seed=seed, max_gen_length=max_gen_length, scoring=scoring, batch_size=batch_size)
     model_backend = create_backend(backend, model, _options(backend_options))

@@ -101,12 +101,34 @@ class _Errors:
         self.items.append((line, f"{self.file}:{line}: {message}"))
 
 
-def _construct(node, errors: _Errors):
-    """Node tree -> Python values; duplicate keys are errors (PyYAML silently keeps the last)."""
+_YAML = "tag:yaml.org,2002:"
+# Only the JSON types: a date, bytes or a set would not survive samples.jsonl or compare equal to printed output.
+PLAIN_TAGS = {_YAML + t for t in ("str", "int", "float", "bool", "null")}
+NOT_JSON = {_YAML + "timestamp": "a date in YAML: quote it",
+            _YAML + "binary": "binary data in YAML: write a plain string",
+            _YAML + "set": "a set in YAML: write a list",
+            _YAML + "merge": "a merge key in YAML: write the keys out"}
+
+
+def _construct(node, errors: _Errors, active: frozenset = frozenset()):
+    """Node tree -> Python values; duplicate keys are errors (PyYAML silently keeps the last);
+    only plain JSON-like values are accepted, so no tag can build an arbitrary object."""
+    if id(node) in active:  # `&a [*a]` would recurse forever
+        errors.add(node, "an alias refers to the value that contains it: write the value out")
+        return None
+    active |= {id(node)}
+    if node.tag in NOT_JSON:
+        errors.add(node, f"{repr(node.value) if isinstance(node.value, str) else 'this value'} is {NOT_JSON[node.tag]}")
+        return None
+    expected = {yaml.MappingNode: _YAML + "map", yaml.SequenceNode: _YAML + "seq"}.get(type(node))
+    if node.tag != expected and not (expected is None and node.tag in PLAIN_TAGS):
+        tag = node.tag.replace(_YAML, "!!", 1) if node.tag.startswith(_YAML) else node.tag
+        errors.add(node, f"unsupported YAML tag {tag!r}: write plain values")
+        return None
     if isinstance(node, yaml.MappingNode):
         out, seen = {}, {}
         for key_node, value_node in node.value:
-            key = _construct(key_node, errors)
+            key = _construct(key_node, errors, active)
             try:
                 hash(key)
             except TypeError:
@@ -116,11 +138,15 @@ def _construct(node, errors: _Errors):
                 errors.add(key_node, f"duplicate key {key!r} (first at line {seen[key]}): remove one")
                 continue
             seen[key] = key_node.start_mark.line + 1
-            out[key] = _construct(value_node, errors)
+            out[key] = _construct(value_node, errors, active)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(n, errors) for n in node.value]
-    return yaml.constructor.SafeConstructor().construct_object(node)
+        return [_construct(n, errors, active) for n in node.value]
+    try:
+        return yaml.constructor.SafeConstructor().construct_object(node)
+    except Exception:  # an explicit tag on a value it does not fit, like `!!int abc`
+        errors.add(node, f"{node.value!r} is not a valid {node.tag.replace(_YAML, '!!', 1)}: remove the tag")
+        return None
 
 
 def _mapping_items(node):
@@ -175,8 +201,8 @@ def parse_problem(text: str, file: str = "<string>") -> Problem:
             return default
         return value
 
-    pid = get("id", 0)
-    if pid is not None and pid <= 0 and "id" in items:
+    pid = get("id")  # None when mistyped: that error is enough, no second one about its sign
+    if pid is not None and pid <= 0:
         errors.add(items["id"][1], "'id' must be a positive integer")
     category = get("category", "")
     if category and category not in CATEGORIES:
@@ -184,8 +210,8 @@ def parse_problem(text: str, file: str = "<string>") -> Problem:
     max_gen_length = get("max_gen_length", DEFAULT_MAX_GEN_LENGTH)
     if "max_gen_length" in items and not 1 <= max_gen_length <= 2048:
         errors.add(items["max_gen_length"][1], "'max_gen_length' must be between 1 and 2048 tokens")
-    name = get("name", "")
-    if "name" in items and not name.strip():
+    name = get("name")
+    if name is not None and not name.strip():
         errors.add(items["name"][1], "'name' must not be empty")
 
     turns = []
@@ -201,6 +227,9 @@ def parse_problem(text: str, file: str = "<string>") -> Problem:
             turns.append((Turn(turn["prompt"], turn.get("solution")), node))
     if "turns" in data and isinstance(data["turns"], list) and not data["turns"]:
         errors.add(turns_node, "'turns' is empty: a problem set needs at least one turn")
+    # Unused inputs are judged only against a complete list of prompts; otherwise they are noise.
+    turns_ok = isinstance(data["turns"], list) and 0 < len(turns) == len(data["turns"])
+    description = get("description", "") if data.get("description") is not None else ""  # `description:` is empty
 
     tests = []
     tests_node = items["tests"][1]
@@ -214,20 +243,25 @@ def parse_problem(text: str, file: str = "<string>") -> Problem:
         if not isinstance(test.get("inputs"), dict):
             errors.add(titems["inputs"][1], f"test {i + 1}: 'inputs' must be a mapping of variable names to values")
             continue
-        bad = [k for k in test["inputs"] if not (isinstance(k, str) and k.isidentifier())]
-        if bad:
-            errors.add(titems["inputs"][1], f"test {i + 1}: input names {bad} are not Python identifiers")
+        # A test with a bad name is left out of the checks below: they sort names, so need strings.
+        # Keys and nodes pair up in order: a duplicate or unhashable key would have stopped us already.
+        bad = [(k, kn) for k, (kn, _) in zip(test["inputs"], titems["inputs"][1].value)
+               if not (isinstance(k, str) and k.isidentifier())]
+        for k, key_node in bad:
+            errors.add(key_node, f"test {i + 1}: input name {k!r} must be an identifier string, "
+                                 "like text or max_len (letters, digits, _; not starting with a digit)")
         if "unused_inputs" in test and not isinstance(test["unused_inputs"], dict):
             errors.add(titems["unused_inputs"][1], f"test {i + 1}: 'unused_inputs' must be a mapping")
             continue
-        tests.append((TestCase(test["inputs"], test.get("output"), test.get("unused_inputs")), node))
+        if not bad:
+            tests.append((TestCase(test["inputs"], test.get("output"), test.get("unused_inputs")), node, i + 1))
 
     if tests:
-        names = set(tests[0][0].inputs)
-        for i, (test, node) in enumerate(tests[1:], start=2):
+        names, first = set(tests[0][0].inputs), tests[0][2]
+        for test, node, number in tests[1:]:
             if set(test.inputs) != names:
-                errors.add(node, f"test {i} has inputs {sorted(test.inputs)} but test 1 has {sorted(names)}: "
-                                 "every test binds the same variables")
+                errors.add(node, f"test {number} has inputs {sorted(test.inputs)} but test {first} has "
+                                 f"{sorted(names)}: every test binds the same variables")
         used = set()
         for i, (turn, node) in enumerate(turns):
             for var in placeholders(turn.prompt):
@@ -235,22 +269,28 @@ def parse_problem(text: str, file: str = "<string>") -> Problem:
                     errors.add(node, f"turn {i + 1}: placeholder {{{var}}} is not an input variable "
                                      f"(inputs: {', '.join(sorted(names)) or 'none'}); write {{{{{var}}}}} for a literal brace")
             used |= placeholders(turn.prompt)
-        for var in sorted(names - used):
+        for var in sorted(names - used) if turns_ok else ():
             errors.add(tests[0][1], f"input {var!r} is never used in any prompt: use it as {{{var}}} or remove it")
 
     if errors.items:
         raise ProblemError([m for _, m in sorted(errors.items)])
-    return Problem(id=pid, name=name, category=category, description=data.get("description") or "",
+    return Problem(id=pid, name=name, category=category, description=description,
                    max_gen_length=max_gen_length, turns=tuple(t for t, _ in turns),
-                   tests=tuple(t for t, _ in tests), path=file)
+                   tests=tuple(t for t, _, _ in tests), path=file)
 
 
 def load_problem(path: str | Path) -> Problem:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ProblemError([f"{path}:1: cannot read the file: {e}"])
+        data = path.read_bytes()
+    except OSError as e:
+        raise ProblemError([f"{path}:1: cannot read the file: {e.strerror or e}"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ProblemError([f"{path}:{line}: byte 0x{data[e.start]:02x} is not UTF-8 "
+                            "(the file is in another encoding): save the file as UTF-8"])
     problem = parse_problem(text, str(path))
     m = FILE_NAME.match(path.name)
     if not m or int(m.group(1)) != problem.id:
@@ -259,23 +299,34 @@ def load_problem(path: str | Path) -> Problem:
     return problem
 
 
-def problem_files(paths=None) -> list[Path]:
-    """YAML files under the given files or folders (default: the bundled suite)."""
-    out = []
+def problem_files(paths=None, require: bool = False) -> list[Path]:
+    """YAML files under the given files or folders (default: the bundled suite), each once.
+    With require, a folder without .yaml files is an error (`problems new` fills empty folders, so not always)."""
+    out, seen = [], set()
     for p in map(Path, paths or [default_problems_dir()]):
         if p.is_dir():
-            out += sorted(p.glob("*.yaml"))
+            files = sorted(p.glob("*.yaml"))
+            if require and not files:
+                yml = len(list(p.glob("*.yml")))
+                raise ProblemError([f"{p}: no .yaml problem files" + (
+                    f" (found {yml} .yml files: rename them to .yaml)" if yml else
+                    f": give the folder that holds NNN-slug.yaml files, or start one with "
+                    f"`mtpb problems new NAME --dir {p}`")])
         elif p.exists():
-            out.append(p)
+            files = [p]
         else:
             raise ProblemError([f"{p}: no such file or folder"])
+        for f in files:  # a file named twice (`dir dir/001-x.yaml`) is one file, not a duplicate id
+            if f.resolve() not in seen:
+                seen.add(f.resolve())
+                out.append(f)
     return out
 
 
 def load_problems(paths=None) -> list[Problem]:
     """Load every problem set, sorted by id; collect all errors (duplicate ids too) before raising."""
     errors, problems, seen = [], [], {}
-    for path in problem_files(paths):
+    for path in problem_files(paths, require=True):
         try:
             problem = load_problem(path)
         except ProblemError as e:
@@ -302,18 +353,29 @@ def problems_digest(problems) -> str:
     return h.hexdigest()[:16]
 
 
-def parse_ids(spec: str | None) -> set[int] | None:
-    """'1,4,7-9' -> {1, 4, 7, 8, 9}."""
+def parse_ids(spec: str | None) -> tuple[range, ...] | None:
+    """'1,4,7-9' -> (range(1, 2), range(4, 5), range(7, 10)): ranges, so `1-1000000000` costs nothing."""
     if not spec:
         return None
-    ids = set()
+    ranges = []
     for part in spec.split(","):
         part = part.strip()
-        lo, _, hi = part.partition("-")
-        if not lo.isdigit() or (hi and not hi.isdigit()):
+        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d*))?", part, re.ASCII)
+        if not m:
             raise ValueError(f"bad id range {part!r}: use a list like 1,4,7-9")
-        ids.update(range(int(lo), int(hi or lo) + 1))
-    return ids
+        lo, hi = int(m.group(1)), m.group(2)
+        if hi == "":
+            raise ValueError(f"open id range {part!r}: give both ends, like {lo}-{lo + 9}")
+        hi = lo if hi is None else int(hi)
+        if hi < lo:
+            raise ValueError(f"backwards id range {part!r}: write it low to high, {hi}-{lo}")
+        ranges.append(range(lo, hi + 1))
+    return tuple(ranges)
+
+
+def select(problems: list[Problem], ids: tuple[range, ...] | None) -> list[Problem]:
+    """The problems whose id parse_ids' ranges hold (all of them for None)."""
+    return [p for p in problems if ids is None or any(p.id in r for r in ids)]
 
 
 def slugify(name: str) -> str:

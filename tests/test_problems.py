@@ -1,6 +1,6 @@
 import pytest
 
-from mtpb.problems import ProblemError, load_problem, load_problems, parse_ids, parse_problem, render_prompt, \
+from mtpb.problems import ProblemError, load_problem, load_problems, parse_ids, parse_problem, render_prompt, select, \
     render_solution
 from tests.conftest import DEMO, write_problem
 
@@ -67,7 +67,66 @@ def test_duplicate_ids_and_file_names(tmp_path):
 
 
 def test_parse_ids():
-    assert parse_ids("1,4,7-9") == {1, 4, 7, 8, 9}
+    assert [i for r in parse_ids("1,4,7-9") for i in r] == [1, 4, 7, 8, 9]
     assert parse_ids(None) is None
     with pytest.raises(ValueError, match="bad id range"):
         parse_ids("1,x")
+
+
+def test_parse_ids_keeps_huge_ranges_as_ranges_and_rejects_open_or_backwards_ones():
+    ids = parse_ids("1-1000000000,3")  # a set of a billion ints would take minutes and gigabytes
+    problems = [parse_problem(DEMO.replace("id: 1", f"id: {i}")) for i in (3, 999_999_999, 1_000_000_001)]
+    assert [p.id for p in select(problems, ids)] == [3, 999_999_999]
+    with pytest.raises(ValueError, match="open id range '3-'"):
+        parse_ids("3-")
+    with pytest.raises(ValueError, match="backwards id range '5-3': write it low to high, 3-5"):
+        parse_ids("5-3")
+
+
+@pytest.mark.parametrize("edit, message, line", [
+    (("name: Demo", "name: !foo Demo"), "unsupported YAML tag '!foo': write plain values", 2),
+    (("id: 1", "id: !!python/object:os.system ls"), "unsupported YAML tag '!!python/object:os.system'", 1),
+    (("{text: abc}", "{1: abc}"), "input name 1 must be an identifier string", 11),
+    (("output: cba", "output: 2001-01-01"), "'2001-01-01' is a date in YAML: quote it", 12),
+    (("output: cba", "output: !!int abc"), "'abc' is not a valid !!int: remove the tag", 12),
+    (("description: Reverse a string.", "description: [a, b]"), "'description' must be a string", 4),
+    (("description: Reverse a string.", "description: 12"), "'description' must be a string", 4),
+])
+def test_odd_values_are_one_clear_error(edit, message, line):
+    errors = errors_of(DEMO.lstrip().replace(*edit))  # never a traceback (ConstructorError, TypeError)
+    assert len(errors) == 1 and message in errors[0] and errors[0].startswith(f"p.yaml:{line}:"), errors
+
+
+@pytest.mark.parametrize("edit, error", [
+    (("id: 1", 'id: "one"'), "p.yaml:1: 'id' must be an integer, not str"),  # not also "must be positive"
+    (("name: Demo", "name: 5"), "p.yaml:2: 'name' must be a string, not int"),  # not also "must not be empty"
+])
+def test_one_mistake_gives_one_error(edit, error):
+    assert errors_of(DEMO.lstrip().replace(*edit)) == [error]
+
+
+def test_malformed_turns_do_not_claim_inputs_are_unused():
+    text = DEMO.lstrip()
+    text = text[:text.index("turns:")] + "turns: {a: 1}\n" + text[text.index("tests:"):]
+    assert errors_of(text) == ["p.yaml:5: 'turns' must be a list, not dict"]
+
+
+def test_non_utf8_byte_names_its_line_and_the_fix(tmp_path):
+    path = write_problem(tmp_path, DEMO)
+    path.write_bytes(path.read_bytes().replace("héllo".encode(), b"h\xe9llo"))
+    with pytest.raises(ProblemError) as info:
+        load_problem(path)
+    assert info.value.errors == [f"{path}:19: byte 0xe9 is not UTF-8 (the file is in another encoding): "
+                                 "save the file as UTF-8"]
+
+
+def test_folder_without_yaml_files_is_an_error(tmp_path):
+    (tmp_path / "001-demo.yml").write_text(DEMO, encoding="utf-8")
+    with pytest.raises(ProblemError) as info:
+        load_problems([tmp_path])
+    assert info.value.errors == [f"{tmp_path}: no .yaml problem files (found 1 .yml files: rename them to .yaml)"]
+
+
+def test_a_file_named_twice_is_loaded_once(tmp_path):
+    path = write_problem(tmp_path, DEMO)
+    assert [p.id for p in load_problems([tmp_path, path, tmp_path / ".." / tmp_path.name / path.name])] == [1]

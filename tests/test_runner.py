@@ -106,6 +106,9 @@ def test_unknown_backend_and_bad_ids_are_clear(tmp_path):
     assert result.exit_code == 2 and "unknown backend 'nope'" in result.output
     result = CliRunner().invoke(main, ["run", "--backend", "reference", "--ids", "1,x", "--out", str(tmp_path / "y")])
     assert result.exit_code == 2 and "bad id range" in result.output
+    result = CliRunner().invoke(main, ["run", "--backend", "reference", "--ids", "1,9999", "--sandbox", "process",
+                                       "--out", str(tmp_path / "z")])
+    assert result.exit_code == 0 and "no problem set has id 9999" in result.output, result.output
 
 
 def _fail(*args):
