@@ -95,6 +95,7 @@ def placeholders(template: str) -> set[str]:
 class _Errors:
     def __init__(self, file: str):
         self.file, self.items = file, []
+        self.nodes: set[int] = set()   # nodes built so far: YAML hands an alias the same node again
 
     def add(self, node_or_line, message: str):
         line = node_or_line if isinstance(node_or_line, int) else node_or_line.start_mark.line + 1
@@ -110,13 +111,13 @@ NOT_JSON = {_YAML + "timestamp": "a date in YAML: quote it",
             _YAML + "merge": "a merge key in YAML: write the keys out"}
 
 
-def _construct(node, errors: _Errors, active: frozenset = frozenset()):
+def _construct(node, errors: _Errors):
     """Node tree -> Python values; duplicate keys are errors (PyYAML silently keeps the last);
     only plain JSON-like values are accepted, so no tag can build an arbitrary object."""
-    if id(node) in active:  # `&a [*a]` would recurse forever
-        errors.add(node, "an alias refers to the value that contains it: write the value out")
+    if id(node) in errors.nodes:  # aliases (`*a`) can recurse forever or expand a few lines a billion-fold
+        errors.add(node, "YAML aliases (*name) are not supported: write the value out")
         return None
-    active |= {id(node)}
+    errors.nodes.add(id(node))
     if node.tag in NOT_JSON:
         errors.add(node, f"{repr(node.value) if isinstance(node.value, str) else 'this value'} is {NOT_JSON[node.tag]}")
         return None
@@ -128,7 +129,7 @@ def _construct(node, errors: _Errors, active: frozenset = frozenset()):
     if isinstance(node, yaml.MappingNode):
         out, seen = {}, {}
         for key_node, value_node in node.value:
-            key = _construct(key_node, errors, active)
+            key = _construct(key_node, errors)
             try:
                 hash(key)
             except TypeError:
@@ -138,10 +139,10 @@ def _construct(node, errors: _Errors, active: frozenset = frozenset()):
                 errors.add(key_node, f"duplicate key {key!r} (first at line {seen[key]}): remove one")
                 continue
             seen[key] = key_node.start_mark.line + 1
-            out[key] = _construct(value_node, errors, active)
+            out[key] = _construct(value_node, errors)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(n, errors, active) for n in node.value]
+        return [_construct(n, errors) for n in node.value]
     try:
         return yaml.constructor.SafeConstructor().construct_object(node)
     except Exception:  # an explicit tag on a value it does not fit, like `!!int abc`

@@ -130,3 +130,11 @@ def test_folder_without_yaml_files_is_an_error(tmp_path):
 def test_a_file_named_twice_is_loaded_once(tmp_path):
     path = write_problem(tmp_path, DEMO)
     assert [p.id for p in load_problems([tmp_path, path, tmp_path / ".." / tmp_path.name / path.name])] == [1]
+
+
+def test_yaml_aliases_are_refused_before_they_expand():
+    laughs = "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]\n" for i in range(1, 10))
+    errors = errors_of(DEMO.lstrip() + "l0: &l0 [lol]\n" + laughs)   # 9**9 values if expanded
+    assert any("YAML aliases (*name) are not supported" in e for e in errors)
+    errors = errors_of(DEMO.lstrip() + "loop: &a [*a]\n")
+    assert any("YAML aliases" in e for e in errors)
