@@ -259,9 +259,10 @@ class Executor:
             libc = ctypes.CDLL(None, use_errno=True)
         except OSError:
             return
-        removers = {"shm": lambda i: libc.shmctl(i, IPC_RMID, None), "sem": lambda i: libc.semctl(i, 0, IPC_RMID),
-                    "msg": lambda i: libc.msgctl(i, IPC_RMID, None)}
-        for kind, remove in removers.items():
+        removers = {"shm": ("shmid", lambda i: libc.shmctl(i, IPC_RMID, None)),
+                    "sem": ("semid", lambda i: libc.semctl(i, 0, IPC_RMID)),
+                    "msg": ("msqid", lambda i: libc.msgctl(i, IPC_RMID, None))}
+        for kind, (id_column, remove) in removers.items():
             try:
                 with open(f"/proc/sysvipc/{kind}") as f:
                     header, *rows = f.read().splitlines()
@@ -271,7 +272,7 @@ class Executor:
             for row in rows:
                 fields = dict(zip(columns, row.split()))
                 if int(fields.get("uid", -1)) == uid and int(fields.get("ctime", 0)) >= since - 1:
-                    remove(int(fields["shmid" if kind == "shm" else "semid" if kind == "sem" else "msqid"]))
+                    remove(int(fields[id_column]))
 
 
 def _open_up(top: str):

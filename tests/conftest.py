@@ -1,4 +1,4 @@
-"""Shared fixtures: the process sandbox (real bubblewrap where present) and small problem files."""
+"""Shared fixtures: the process sandbox (real bubblewrap where present), small problem files, report runs."""
 from __future__ import annotations
 
 import textwrap
@@ -8,6 +8,20 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ORIGINAL = REPO.parent / "shared" / "mtpb-original" / "mtpb.jsonl"
+
+
+@pytest.fixture
+def report_runs(tmp_path):
+    """(run folders, problems folder) of the hand-computed report fixture (tests/fixtures/reports/runs.py)."""
+    from tests.fixtures.reports import runs
+    return runs.write_fixture(tmp_path)
+
+
+@pytest.fixture
+def cmp(report_runs):
+    from mtpb.comparison import load_comparison
+    dirs, problems = report_runs
+    return load_comparison(dirs, [str(problems)])
 
 
 @pytest.fixture(scope="session")

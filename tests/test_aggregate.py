@@ -13,18 +13,6 @@ from mtpb.comparison import load_comparison
 from tests.fixtures.reports import runs
 
 
-@pytest.fixture
-def fixture(tmp_path):
-    dirs, problems = runs.write_fixture(tmp_path)
-    return dirs, problems
-
-
-@pytest.fixture
-def cmp(fixture):
-    dirs, problems = fixture
-    return load_comparison(dirs, [str(problems)])
-
-
 def by_run(table, column="pass_rate"):
     return dict(zip(table["run"], table[column]))
 

@@ -12,18 +12,6 @@ from mtpb.comparison import RunDataError, load_comparison
 from tests.fixtures.reports import runs
 
 
-@pytest.fixture
-def fixture(tmp_path):
-    dirs, problems = runs.write_fixture(tmp_path)
-    return dirs, problems
-
-
-@pytest.fixture
-def cmp(fixture):
-    dirs, problems = fixture
-    return load_comparison(dirs, [str(problems)])
-
-
 def test_unknown_problem_falls_back_to_samples(cmp):
     info = cmp.problems[5]
     assert not info.known and info.category == "unknown" and info.n_turns == 2
@@ -58,8 +46,8 @@ def test_examples_show_a_pass_and_the_most_frequent_failure(cmp):
     assert only_errors[0].error.startswith("ZeroDivisionError")
 
 
-def test_malformed_lines_are_skipped_counted_and_named(fixture):
-    dirs, problems = fixture
+def test_malformed_lines_are_skipped_counted_and_named(report_runs):
+    dirs, problems = report_runs
     results = Path(dirs[0]) / "results.jsonl"
     with open(results, "a", encoding="utf-8") as f:
         f.write('{"problem_id": 1, "test_ind\n')      # line 51: a torn write
@@ -107,8 +95,8 @@ def test_bad_run_directories_raise_run_data_error(tmp_path):
         load_comparison([])
 
 
-def test_broken_problem_file_is_skipped_with_a_warning(fixture):
-    dirs, problems = fixture
+def test_broken_problem_file_is_skipped_with_a_warning(report_runs):
+    dirs, problems = report_runs
     (problems / "002-problem-2.yaml").write_text("id: 2\nname: [unclosed\n")
     cmp = load_comparison(dirs, [str(problems)])
     assert cmp.problems[1].known and not cmp.problems[2].known

@@ -208,14 +208,20 @@ def _kill_during(box, kills: int, action: str = "kill", delay: float = 0.3):
     return threading.Thread(target=killer, daemon=True), done
 
 
+def _run_killing(box, times: int):
+    """Run a 2.5 s program while its container is killed `times` times -> (reply, killed names)."""
+    thread, killed = _kill_during(box, times)
+    thread.start()
+    reply = box.run(["import time\ntime.sleep(2.5)\nprint(42)"])[0]
+    thread.join(10)
+    return reply, killed
+
+
 @pytest.mark.docker
 def test_a_killed_container_is_replaced_and_its_program_retried(docker_ready):
     box = open_box("docker", workers=1, timeout=10)
     try:
-        thread, killed = _kill_during(box, 1)
-        thread.start()
-        reply = box.run(["import time\ntime.sleep(2.5)\nprint(42)"])[0]
-        thread.join(10)
+        reply, killed = _run_killing(box, 1)
         assert killed and verdict(reply, 42, "mtpb").passed, reply
         assert box.clients[0].name != killed[0]
         assert wait_for(lambda: killed[0] not in box.containers(), 30)
@@ -227,10 +233,7 @@ def test_a_killed_container_is_replaced_and_its_program_retried(docker_ready):
 def test_a_container_killed_twice_gives_sandbox_error_and_the_pool_goes_on(docker_ready):
     box = open_box("docker", workers=1, timeout=10)
     try:
-        thread, killed = _kill_during(box, 2)
-        thread.start()
-        reply = box.run(["import time\ntime.sleep(2.5)\nprint(42)"])[0]
-        thread.join(10)
+        reply, killed = _run_killing(box, 2)
         assert len(killed) == 2
         result = verdict(reply, 42, "mtpb")
         assert result.status == "sandbox_error" and "twice" in result.error

@@ -55,6 +55,14 @@ class ExecutorDied(Exception):
     pass
 
 
+def parse_reply(line: bytes) -> dict:
+    """One line the executor wrote to its stdout, as JSON."""
+    try:
+        return json.loads(line)
+    except ValueError:
+        raise ExecutorDied(f"the executor sent a line that is not JSON: {line[:200]!r}") from None
+
+
 class ExecutorClient:
     """One running executor, started by `command`, spoken to over its stdin and stdout."""
 
@@ -100,10 +108,7 @@ class ExecutorClient:
                     raise ExecutorDied(f"the executor exited ({self._stderr_tail()})")
                 self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
-        try:
-            return json.loads(line)
-        except ValueError:
-            raise ExecutorDied(f"the executor sent a line that is not JSON: {line[:200]!r}")
+        return parse_reply(line)
 
     def _stderr_tail(self) -> str:
         try:
@@ -148,7 +153,9 @@ class Pool:
     """Programs stream to `workers` executors; replies come back in input order.
 
     A dead or wedged executor is restarted and its program retried once, then reported as
-    sandbox_error (never a lost or duplicated result).
+    sandbox_error (never a lost or duplicated result). A SandboxUnavailable (the engine behind the
+    executors went away) stops every worker and is raised with no replies: the caller records none
+    of the batch, so a rerun redoes it.
     """
 
     def __init__(self, make_client: Callable[[int], ExecutorClient], workers: int, limits: Limits):
@@ -160,34 +167,45 @@ class Pool:
         for item in enumerate(programs):
             jobs.put(item)
         replies: list = [None] * len(programs)
-        threads = [threading.Thread(target=self._work, args=(c, jobs, replies), daemon=True)
+        failures: list[Exception] = []
+        threads = [threading.Thread(target=self._work, args=(c, jobs, replies, failures), daemon=True)
                    for c in self.clients[:max(1, len(programs))]]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        if failures:
+            raise failures[0]
         return replies
 
-    def _work(self, client: ExecutorClient, jobs: queue.Queue, replies: list):
-        while True:
-            try:
-                index, program = jobs.get_nowait()
-            except queue.Empty:
-                return
-            replies[index] = self.run_one(client, program)
+    def _work(self, client: ExecutorClient, jobs: queue.Queue, replies: list, failures: list):
+        try:
+            while not failures:
+                try:
+                    index, program = jobs.get_nowait()
+                except queue.Empty:
+                    return
+                replies[index] = self.run_one(client, program)
+        except SandboxUnavailable as e:
+            failures.append(e)
 
     def run_one(self, client: ExecutorClient, program: str) -> dict:
         error = None
         for _attempt in range(2):
             try:
                 reply = client.run(program, self.limits.timeout)
-                if "internal_error" in reply:
-                    return {"sandbox_error": f"executor: {reply['internal_error']}"}
-                return reply
             except ExecutorDied as e:
                 error = str(e)
                 client.kill()
+                self.after_death()
+                continue
+            if "internal_error" in reply:
+                return {"sandbox_error": f"executor: {reply['internal_error']}"}
+            return reply
         return {"sandbox_error": f"the sandbox failed twice on this program: {error}"}
+
+    def after_death(self):
+        """Called after an executor died; raise SandboxUnavailable to stop the whole run instead."""
 
     def close(self):
         for c in self.clients:

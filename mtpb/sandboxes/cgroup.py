@@ -32,7 +32,7 @@ def _own_memory_cgroup() -> tuple[Path, str] | None:
 
 
 class MemoryCgroup:
-    """Created for one executor; `enter` (a preexec_fn) moves the starting process into it."""
+    """Created for one executor, which moves itself in (its cgroup.procs is chowned to it)."""
 
     def __init__(self, limit_bytes: int, owner: int | None = None):
         found = _own_memory_cgroup()
@@ -53,10 +53,6 @@ class MemoryCgroup:
         except OSError:
             self.remove()
             raise
-
-    def enter(self):
-        with open(self.path / "cgroup.procs", "w") as f:
-            f.write(str(os.getpid()))
 
     def remove(self):
         """Kill whatever is still inside (a program's leftover), then delete the cgroup."""

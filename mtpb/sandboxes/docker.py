@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import queue
 import secrets
 import select
 import socket
@@ -265,59 +264,16 @@ class ContainerClient:
             else:  # only the executor's own failures reach its stderr; keep the end for the message
                 self._stderr = (self._stderr + payload)[-4096:]
         line, _, self._lines = self._lines.partition(b"\n")
-        try:
-            return json.loads(line)
-        except ValueError:
-            raise ExecutorDied(f"the executor sent a line that is not JSON: {line[:200]!r}")
+        return base.parse_reply(line)
 
 
 class ContainerPool(Pool):
-    """The base pool, but an engine failure stops every worker and surfaces as an exception."""
+    """The base pool, but an executor death with the engine gone stops the run (EngineGone)."""
 
-    def run(self, programs: list[str]) -> list[dict]:
-        jobs: queue.Queue = queue.Queue()
-        for item in enumerate(programs):
-            jobs.put(item)
-        replies: list = [None] * len(programs)
-        failures: list[Exception] = []
-        threads = [threading.Thread(target=self._guarded, args=(c, jobs, replies, failures), daemon=True)
-                   for c in self.clients[:max(1, len(programs))]]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if failures:
-            # the replies of this batch are dropped on purpose: the caller records none, a rerun redoes it
-            raise failures[0]
-        return replies
-
-    def _guarded(self, client, jobs, replies, failures):
-        try:
-            while not failures:
-                try:
-                    index, program = jobs.get_nowait()
-                except queue.Empty:
-                    return
-                replies[index] = self.run_one(client, program)
-        except SandboxUnavailable as e:
-            failures.append(e)
-
-    def run_one(self, client: ContainerClient, program: str) -> dict:
-        error = None
-        for _attempt in range(2):
-            try:
-                reply = client.run(program, self.limits.timeout)
-            except ExecutorDied as e:
-                error = str(e)
-                client.kill()
-                reason = engine_reason()
-                if reason:  # not this program's fault, nor the container's: stop the run, record nothing
-                    raise engine_gone(reason)
-                continue
-            if "internal_error" in reply:
-                return {"sandbox_error": f"executor: {reply['internal_error']}"}
-            return reply
-        return {"sandbox_error": f"the sandbox failed twice on this program: {error}"}
+    def after_death(self):
+        reason = engine_reason()
+        if reason:  # not this program's fault, nor the container's: stop the run, record nothing
+            raise engine_gone(reason)
 
 
 class DockerSandbox:
