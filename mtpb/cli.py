@@ -49,6 +49,14 @@ def _warn(message: str):
     console.print(f"[yellow]{escape(message)}[/yellow]", highlight=False)
 
 
+def _open_sandbox(name: str, workers: int, timeout: float | None = None):
+    """The chosen sandbox, and one line saying which it is (auto may pick either)."""
+    from mtpb.sandboxes import Limits, open_sandbox
+    box = open_sandbox(name, workers=workers, limits=Limits(timeout=timeout) if timeout else None, warn=_warn)
+    console.print(f"sandbox: {escape(box.describe())}", highlight=False, soft_wrap=True)
+    return box
+
+
 class Progress:
     """A rich progress bar over programs; the runner calls start() then advance()."""
 
@@ -60,6 +68,8 @@ class Progress:
         self.task = None
 
     def start(self, total: int, done: int):
+        if done:
+            console.print(f"resuming: {done} of {total} programs done", highlight=False)
         self.bar.start()
         self.task = self.bar.add_task("", total=total, completed=done)
 
@@ -87,7 +97,7 @@ def problems():
 @click.argument("paths", nargs=-1)
 @friendly
 def problems_list(paths):
-    """The problem sets (default: the bundled suite)."""
+    """The problem sets of PATHS (`suite`: the bundled suite; default: suite and $MTPB_PROBLEMS)."""
     from mtpb.problems import load_problems
     table = Table("id", "name", "category", "turns", "max_gen_length")
     for p in load_problems(paths or None):
@@ -97,7 +107,8 @@ def problems_list(paths):
 
 @problems.command("show")
 @click.argument("problem_id", type=int)
-@click.option("--problems", "paths", multiple=True, help="Problem files or folders (default: the suite).")
+@click.option("--problems", "paths", multiple=True,
+              help="Problem files or folders; `suite` names the bundled suite (default: suite and $MTPB_PROBLEMS).")
 @friendly
 def problems_show(problem_id, paths):
     """One problem set: its turns, rendered for its first test, and its tests."""
@@ -125,26 +136,36 @@ def problems_show(problem_id, paths):
 
 @problems.command("new")
 @click.argument("name")
-@click.option("--dir", "directory", default="problems", show_default=True, help="Where to write the file.")
+@click.option("--dir", "directory", default=None,
+              help="Where to write the file (default: the first $MTPB_PROBLEMS folder; "
+                   "in a source checkout, its problems/).")
 @friendly
 def problems_new(name, directory):
-    """Write a template problem set with the next free id."""
-    from mtpb.problems import ProblemError, problem_files, slugify
-    from mtpb.problems import FILE_NAME
-    folder = Path(directory)
+    """Write a template problem set with an id that no source in use has yet."""
+    from mtpb.paths import in_installed_package
+    from mtpb.problems import ENV_DIRS, ProblemError, authoring_dir, default_problems_dir, env_problem_dirs, \
+        next_free_id, slugify
+    folder = Path(directory) if directory else authoring_dir()
+    where = f"--dir {folder}" if directory else f"{folder} (the first ${ENV_DIRS} folder)"
+    if in_installed_package(folder):
+        raise ProblemError([f"{where}: inside an installed package, which a reinstall replaces: "
+                            "give a folder of your own, e.g. --dir my-problems"])
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ProblemError([f"--dir {folder}: cannot create the folder ({e.strerror or e}): give a folder path"]) \
-            from None
-    ids = [int(m.group(1)) for f in problem_files([folder]) if (m := FILE_NAME.match(f.name))]
-    pid = max(ids, default=0) + 1
+        raise ProblemError([f"{where}: cannot create the folder ({e.strerror or e}): give a folder path"]) from None
+    pid = next_free_id(folder)
     path = folder / f"{pid:03d}-{slugify(name)}.yaml"
     if path.exists():
         raise ProblemError([f"{path} exists already"])
     # the name as a JSON string is a valid YAML double-quoted scalar, whatever it contains
     path.write_text(TEMPLATE.format(id=pid, name=json.dumps(name, ensure_ascii=False)), encoding="utf-8")
-    out.print(f"wrote {path}: edit it, then `mtpb problems validate --execute {path}`")
+    out.print(f"wrote {path}: edit it, then `mtpb problems validate --execute {path}`",
+              markup=False, highlight=False, soft_wrap=True)
+    if folder.resolve() not in {d.resolve() for d in [default_problems_dir(), *env_problem_dirs()]}:
+        joined = f"${ENV_DIRS}:{folder.resolve()}" if env_problem_dirs() else folder.resolve()
+        out.print(f"so that `mtpb problems list` and `mtpb run` see it: export {ENV_DIRS}={joined} "
+                  f"(or give --problems suite --problems {folder})", markup=False, highlight=False, soft_wrap=True)
 
 
 TEMPLATE = """id: {id}
@@ -188,22 +209,29 @@ def problems_validate(paths, execute, sandbox, workers):
         console.print(f"[red]{len(e.errors)} error(s)[/red]")
         sys.exit(1)
     out.print(f"{len(loaded)} problem sets are well-formed")
+    from mtpb.validate import data_file_warnings, execute_references, missing_solutions
+    for line in data_file_warnings(loaded):
+        console.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
     if not execute:
         return
-    from mtpb.sandboxes import open_sandbox
-    from mtpb.validate import execute_references
-    box = open_sandbox(sandbox, workers=workers, warn=_warn)
-    try:
-        report = execute_references(loaded, box)
-    finally:
-        box.close()
+    unexecutable = missing_solutions(loaded)
+    runnable = [p for p in loaded if all(t.solution is not None for t in p.turns)]
+    report = {"programs": 0, "passed": 0, "failures": []}
+    if runnable:
+        box = _open_sandbox(sandbox, workers)
+        try:
+            report = execute_references(runnable, box)
+        finally:
+            box.close()
     for line in report["failures"]:
         console.print(f"[red]fail:[/red] {escape(line)}", highlight=False, soft_wrap=True)
-    if report["unexecutable"]:
-        out.print(f"could not execute {len(report['unexecutable'])} problem set(s) (no reference solutions): "
-                  + ", ".join(map(str, report["unexecutable"])))
+    for line in unexecutable:
+        console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    if not report["programs"]:
+        console.print("[red]error:[/red] no test program was executed: --execute checked nothing", highlight=False)
+        sys.exit(1)
     out.print(f"{report['passed']} of {report['programs']} test programs pass")
-    if report["failures"]:
+    if report["failures"] or unexecutable:
         sys.exit(1)
 
 
@@ -214,8 +242,12 @@ def problems_validate(paths, execute, sandbox, workers):
 def problems_import(original, out_dir):
     """Convert the original MTPB release (mtpb.jsonl) into YAML problem sets."""
     from mtpb.importer import import_original
+    from mtpb.problems import load_problem
+    from mtpb.validate import data_file_warnings
     written = import_original(Path(original), Path(out_dir))
     out.print(f"imported {len(written)} problem sets into {out_dir}")
+    for line in data_file_warnings([load_problem(path) for path in written]):
+        console.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 @problems.command("stats")
@@ -274,7 +306,8 @@ def _interrupted(run_dir: str):
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1), help="Seconds per program.")
 @click.option("--scoring", default="mtpb", show_default=True, type=click.Choice(["mtpb", "original"]))
 @click.option("--batch-size", default=None, type=click.IntRange(1), help="Sequences per backend call.")
-@click.option("--problems", "problem_paths", multiple=True, help="Problem files or folders (default: the suite).")
+@click.option("--problems", "problem_paths", multiple=True,
+              help="Problem files or folders; `suite` names the bundled suite (default: suite and $MTPB_PROBLEMS).")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="The run directory (resumable).")
 @friendly
 def run(backend, model, backend_options, mode, n, temperature, top_p, seed, ids, max_gen_length, sandbox,
@@ -283,7 +316,6 @@ def run(backend, model, backend_options, mode, n, temperature, top_p, seed, ids,
     from mtpb.backends import create_backend
     from mtpb.problems import ProblemError, load_problems, parse_ids, select
     from mtpb.runner import RunConfig, Runner
-    from mtpb.sandboxes import Limits, open_sandbox
     try:
         wanted = parse_ids(ids)
     except ValueError as e:
@@ -297,8 +329,7 @@ def run(backend, model, backend_options, mode, n, temperature, top_p, seed, ids,
     config = RunConfig(backend=backend, model=model, mode=mode, n=n, temperature=temperature, top_p=top_p,
                        seed=seed, max_gen_length=max_gen_length, scoring=scoring, batch_size=batch_size)
     model_backend = create_backend(backend, model, _options(backend_options))
-    box = open_sandbox(sandbox, workers=workers, limits=Limits(timeout=timeout),
-                       warn=_warn)
+    box = _open_sandbox(sandbox, workers, timeout)
     progress = Progress(f"{backend} {mode}")
     try:
         summary = Runner(config, Path(run_dir), model_backend, box, suite, progress).run()
@@ -313,9 +344,12 @@ def run(backend, model, backend_options, mode, n, temperature, top_p, seed, ids,
 
 def _print_headline(summary: dict, run_dir: str):
     rate = summary.get("pass_rate")
+    if rate is None:    # `mtpb execute` on a file of malformed lines only
+        out.print(f"no program was scored  -> {run_dir}")
+        return
     ks = "  ".join(f"{k} {v:.2f}%" for k, v in summary.get("pass_at_k", {}).items())
     out.print(f"pass rate {rate:.2f}% over {summary['n_problems']} problems, {summary['n_programs']} programs"
-              + (f"  ({ks})" if ks else "") + f"  -> {run_dir}")
+              + (f"  ({ks})" if ks else "") + f"  -> {run_dir}", soft_wrap=True)
 
 
 @main.command()
@@ -332,18 +366,17 @@ def execute(samples, run_dir, sandbox, workers, timeout, scoring, problem_paths)
     """Score a samples file (ours or the original sampler's); results in input order."""
     from mtpb.execute import execute_file
     from mtpb.problems import ProblemError, load_problems
-    from mtpb.sandboxes import Limits, open_sandbox
     try:
         problems = {p.id: p for p in load_problems(problem_paths or None)}
     except ProblemError:
         if problem_paths:   # asked for by name: say what is wrong with them
             raise
         problems = {}       # scoring the original sampler's files needs no problem sets
-    box = open_sandbox(sandbox, workers=workers, limits=Limits(timeout=timeout),
-                       warn=_warn)
+    box = _open_sandbox(sandbox, workers, timeout)
     progress = Progress("execute")
     try:
-        report = execute_file(Path(samples), Path(run_dir), box, problems, scoring, progress)
+        report = execute_file(Path(samples), Path(run_dir), box, problems, scoring, progress,
+                              labels=problems if problem_paths else None)
     except KeyboardInterrupt:
         _interrupted(run_dir)
         sys.exit(130)
@@ -353,15 +386,27 @@ def execute(samples, run_dir, sandbox, workers, timeout, scoring, problem_paths)
     for line in report["bad_lines"]:
         console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     out.print(f"results in {report['results']}")
+    if report["original"]:
+        _print_original_stats(report["summary"])
+    _print_headline(report["summary"], run_dir)
     if report["bad_lines"]:
         sys.exit(1)
+
+
+def _print_original_stats(summary: dict):
+    """The per-problem counts as the original executor (mtpb_exec.py) printed them: passed : programs."""
+    lines = ["Overall stats", f"n_total={summary['n_programs']} n_success={summary['n_passed']}", "-" * 40]
+    lines += [f"{pid:15s}: {c['passed']:3d} : {c['programs']}" for pid, c in summary["per_problem"].items()]
+    out.print("\n".join(lines), markup=False, highlight=False)
 
 
 # ---------------------------------------------------------------------------- reports
 @main.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", default="report.html", show_default=True)
-@click.option("--problems", "problem_paths", multiple=True)
+@click.option("--problems", "problem_paths", multiple=True,
+              help="Problem files or folders (`suite`: the bundled suite) that label the runs' problems "
+                   "in place of what each run recorded in its problems.jsonl.")
 @friendly
 def report(runs, output, problem_paths):
     """One self-contained HTML report comparing runs."""
@@ -374,7 +419,9 @@ def report(runs, output, problem_paths):
 
 @main.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--problems", "problem_paths", multiple=True)
+@click.option("--problems", "problem_paths", multiple=True,
+              help="Problem files or folders (`suite`: the bundled suite) that label the runs' problems "
+                   "in place of what each run recorded in its problems.jsonl.")
 @friendly
 def summary(runs, problem_paths):
     """The headline table of one or more runs."""
@@ -417,9 +464,8 @@ def sandbox_clean(everything):
 @friendly
 def sandbox_check(name):
     """Run canary programs and show that the limits hold."""
-    from mtpb.sandboxes import open_sandbox
     from mtpb.sandboxes.check import run_checks
-    box = open_sandbox(name, workers=1, warn=_warn)
+    box = _open_sandbox(name, 1)
     try:
         rows = run_checks(box)
     finally:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mtpb.aggregate import problem_rates
+from mtpb.rundir import PROBLEMS_FILE
 
 STATUSES = ("passed", "failed", "error", "timeout", "killed", "sandbox_error")
 UNKNOWN = "unknown"
@@ -52,6 +53,7 @@ class ProblemInfo:
     prompts: tuple[str, ...]    # templates from the suite, else the rendered prompts of one sample
     description: str = ""
     known: bool = True          # False: not in the loaded suite, shown from samples.jsonl
+    digest: str = ""            # problems_digest([problem]) of the description shown, "" when unknown
 
 
 @dataclass(frozen=True)
@@ -275,12 +277,84 @@ def load_suite(problems_paths, warnings: list[str]) -> dict:
 
 
 def problem_info(pid: int, suite: dict, sample_turns: list) -> ProblemInfo:
+    from mtpb.problems import problems_digest
+
     problem = suite.get(pid)
     if problem is not None:
         return ProblemInfo(pid, problem.name, problem.category, len(problem.turns),
-                           tuple(t.prompt for t in problem.turns), problem.description)
+                           tuple(t.prompt for t in problem.turns), problem.description,
+                           digest=problems_digest([problem]))
     prompts = tuple(str(t.get("prompt", "")) for t in sample_turns if isinstance(t, dict))
     return ProblemInfo(pid, f"problem {pid}", UNKNOWN, max(len(prompts), 1), prompts, known=False)
+
+
+def read_run_problems(run_dir, warnings: list[str]) -> dict[int, ProblemInfo] | None:
+    """The problems a run recorded in its problems.jsonl, by id; None for a run without one
+    (made before runs described their problems)."""
+    path = Path(run_dir) / PROBLEMS_FILE
+    if not path.exists():
+        return None
+    described = {}
+    for lineno, record in iter_jsonl(path, warnings):
+        pid, turns = _as_int(record.get("id")), record.get("turns")
+        if pid is None or not isinstance(turns, list):
+            warnings.append(f"{path}:{lineno}: no integer id or no list of turns: line skipped")
+            continue
+        prompts = tuple(str(t.get("prompt", "")) if isinstance(t, dict) else str(t) for t in turns)
+        text = lambda key, default="": str(record.get(key) or default)  # noqa: E731
+        described[pid] = ProblemInfo(pid, text("name", f"problem {pid}"), text("category", UNKNOWN),
+                                     max(len(prompts), 1), prompts, text("description"), digest=text("digest"))
+    return described
+
+
+def _shown(ids) -> str:
+    ids = sorted(ids)
+    return ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
+
+
+def describe_problems(runs: list[tuple[str, dict | None, dict, set]], problems_paths, sample_turns: dict,
+                      warnings: list[str]) -> dict[int, ProblemInfo]:
+    """The description of each problem id in the runs: from --problems when given, else from the
+    runs' own problems.jsonl. Only runs without one (made before runs recorded their problems) are
+    labelled from the problem files, with a warning; an id no source describes is shown as unknown.
+    runs: (label, recorded problems or None, run.json's problem_digests, problem ids with results)."""
+    source = "--problems" if problems_paths else "the bundled suite and $MTPB_PROBLEMS"
+    override = load_suite(problems_paths, warnings) if problems_paths else {}
+    undescribed = set()   # ids of the runs without problems.jsonl
+    for label, recorded, _, ids in runs:
+        if recorded is None:
+            undescribed |= ids
+            warnings.append(f"{label}: no {PROBLEMS_FILE} (a run made before runs recorded their problems): "
+                            f"its problems are labelled from {source}, which may not be what it ran")
+    fallback = override if problems_paths else load_suite(None, warnings) if undescribed else {}
+    problems, disputed, mislabelled = {}, [], {}
+    for pid in sorted(set().union(*(ids for *_, ids in runs))):
+        own = {label: recorded[pid] for label, recorded, _, _ in runs if recorded and pid in recorded}
+        if pid in override:
+            info, where = problem_info(pid, override, []), "--problems"
+        elif own:
+            first = next(iter(own))
+            info, where = own[first], f"{first}'s {PROBLEMS_FILE}"
+        else:
+            info, where = problem_info(pid, fallback if pid in undescribed else {}, sample_turns.get(pid, [])), source
+        problems[pid] = info
+        if len({(i.digest, i.name) for i in own.values()}) > 1:
+            disputed.append(f"problem {pid} is not the same in all runs ("
+                            + "; ".join(f"{label}: {i.name!r}, digest {i.digest}" for label, i in own.items())
+                            + f"): their results for it are not comparable; labelled {info.name!r}")
+        for label, _, digests, ids in runs:   # what a run ran vs the description it is labelled with
+            if pid not in ids or not info.known or (label in own and pid not in override):
+                continue                      # (the runs' own records among themselves: just above)
+            ran = own[label].digest if label in own else str(digests.get(str(pid), ""))
+            if ran and info.digest and ran != info.digest:
+                mislabelled.setdefault((label, where), []).append(pid)
+    warnings += disputed[:5]
+    if len(disputed) > 5:
+        warnings.append(f"... and {len(disputed) - 5} more problem ids that differ between the runs")
+    for (label, where), ids in mislabelled.items():
+        warnings.append(f"{label}: problem(s) {_shown(ids)} are labelled from {where}, but the run ran other text "
+                        "(prompts, tests or max_gen_length differ): their names, categories and turns may be wrong")
+    return problems
 
 
 # ---------------------------------------------------------------- loading a comparison
@@ -301,10 +375,14 @@ def _labels(run_dirs) -> list[str]:
 
 def _load_run(run_dir, label: str, examples_per_problem: int, warnings: list[str]):
     """(RunInfo, programs frame, examples by problem, one sample's turns by problem) of one run."""
-    info = run_info(read_manifest(run_dir), run_dir, label)
+    manifest = read_manifest(run_dir)
+    info = run_info(manifest, run_dir, label)
     frame, details = load_results(run_dir, warnings)
     keys = choose_examples(frame, examples_per_problem)
-    programs, turns, n_samples = scan_samples(run_dir, set(keys), warnings)
+    if manifest.get("command") == "execute":  # its programs are in the samples file it scored, not here
+        programs, turns, n_samples = {}, {}, 0
+    else:
+        programs, turns, n_samples = scan_samples(run_dir, set(keys), warnings)
     if n_samples > len(frame):
         warnings.append(f"{label}: {n_samples - len(frame)} of {n_samples} samples have no result "
                         f"yet (run incomplete): rates are over the executed programs")
@@ -327,11 +405,14 @@ def load_comparison(run_dirs, problems_paths=None, examples_per_problem: int = 2
     if not run_dirs:
         raise RunDataError("no run directories given: name at least one RUN folder")
     warnings: list[str] = []
-    runs, frames, examples, sample_turns = [], [], {}, {}
+    runs, frames, examples, sample_turns, described = [], [], {}, {}, []
     for run_dir, label in zip(run_dirs, _labels(run_dirs)):
         info, frame, run_examples, turns = _load_run(run_dir, label, examples_per_problem, warnings)
         runs.append(info)
         frames.append(frame)
+        digests = read_manifest(run_dir).get("problem_digests")
+        described.append((label, read_run_problems(run_dir, warnings), digests if isinstance(digests, dict) else {},
+                          set(frame["problem_id"].tolist())))
         examples.update({(label, pid): tuple(v) for pid, v in run_examples.items()})
         for pid, t in turns.items():
             # Prefer the longest turn list seen: a single-turn run folds all prompts into one.
@@ -342,13 +423,10 @@ def load_comparison(run_dirs, problems_paths=None, examples_per_problem: int = 2
     programs["run"] = pd.Categorical(programs["run"], categories=labels, ordered=True)
     programs["status"] = programs["status"].astype("category")
 
-    suite = load_suite(problems_paths, warnings)
-    pids = sorted(set(programs["problem_id"].unique().tolist()))
-    problems = {pid: problem_info(pid, suite, sample_turns.get(pid, [])) for pid in pids}
-    unknown = [pid for pid in pids if not problems[pid].known]
+    problems = describe_problems(described, problems_paths, sample_turns, warnings)
+    unknown = [pid for pid, info in problems.items() if not info.known]
     if unknown:
-        shown = ", ".join(map(str, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
-        warnings.append(f"{len(unknown)} problem(s) not in the loaded problem files ({shown}): category "
+        warnings.append(f"{len(unknown)} problem(s) not in the loaded problem files ({_shown(unknown)}): category "
                         f"unknown, prompts taken from samples.jsonl (use --problems PATH to load them)")
     rates = problem_rates(programs, problems)
     warnings += comparability_warnings(runs, rates)

@@ -3,6 +3,13 @@
 Results are keyed by input line (`index`, 0-based; blank lines get none). Rerunning on the same --out
 keeps every result whose line is unchanged (`line_digest`) and scores the rest: lines with no result
 yet and lines that were malformed last time, so fixing a line and rerunning scores it.
+
+Each result also carries the run directory's keys (problem_id, test_index, sample_index), so
+summary.json, `mtpb summary` and `mtpb report` read an execute folder like a run folder. For the
+original sampler's files they are the original executor's grouping (its mtpb_exec.py): a problem is
+an `id`, a test case one distinct `input` of it (compared as str(input); numbered in order of first
+appearance), a sample one line of that (id, input). Its pass rate is then the paper's: per problem
+the share of passing lines, averaged over problems.
 """
 from __future__ import annotations
 
@@ -10,13 +17,16 @@ import hashlib
 import itertools
 import json
 import os
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from mtpb import __version__
-from mtpb.problems import problems_digest
-from mtpb.rundir import JsonlWriter, RunDirError, load_json, now, read_jsonl, repair_tail, write_json_atomic
+from mtpb.problems import problem_record, problems_digest
+from mtpb.rundir import PROBLEMS_FILE, JsonlWriter, RunDirError, load_json, now, read_jsonl, repair_tail, \
+    write_json_atomic, write_jsonl_atomic
 from mtpb.runner import result_record
+from mtpb.summary import write_summary
 
 
 class SamplesError(RunDirError):
@@ -32,10 +42,12 @@ class Line:
     expected: object = None
     format: str = ""          # "original" or "mtpb"
     error: str | None = None  # why the line is malformed (then it is reported, not executed)
+    group: tuple = ()         # (problem id, test index, or str(input) in the original format)
+    sample: int | None = None  # sample_index when the line gives one
 
 
-def _parse(raw: bytes, problems: dict) -> tuple[dict, str, object, str]:
-    """-> (record, program, expected, format); raises ValueError with a message for a bad line."""
+def _parse(raw: bytes, problems: dict) -> tuple[dict, str, object, str, tuple, int | None]:
+    """-> (record, program, expected, format, group, sample); raises ValueError with a message for a bad line."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -49,25 +61,36 @@ def _parse(raw: bytes, problems: dict) -> tuple[dict, str, object, str]:
         raise ValueError("a line must be a JSON object")
     if "completions" in record or "gold_output" in record:  # the original sampler's samples
         # its `completions` is the whole program, the turns' completions concatenated
-        return record, _field(record, "completions", str), _field(record, "gold_output", object), "original"
+        program, expected = _field(record, "completions", str), _field(record, "gold_output", object)
+        test = str(_field(record, "input", object))  # the original executor told tests apart by str(input)
+        return record, program, expected, "original", (_problem_number(record), test), None
     if "program" in record or "problem_id" in record:
         program, pid = _field(record, "program", str), _field(record, "problem_id", int)
         test = _field(record, "test_index", int)
-        if record.get("sample_index") is not None:
-            _field(record, "sample_index", int)
+        sample = _field(record, "sample_index", int) if record.get("sample_index") is not None else None
         if "expected" in record:
             if test < 0:
                 raise ValueError(f"test_index {test} is out of range: test indices count from 0")
-            return record, program, record["expected"], "mtpb"
+            return record, program, record["expected"], "mtpb", (pid, test), sample
         if pid not in problems:
             raise ValueError(f"problem {pid} is not in the loaded problem sets: pass --problems")
         tests = problems[pid].tests
         if not 0 <= test < len(tests):
             raise ValueError(f"test_index {test} is out of range: problem {pid} has {len(tests)} tests "
                              f"(0-{len(tests) - 1})")
-        return record, program, tests[test].output, "mtpb"
+        return record, program, tests[test].output, "mtpb", (pid, test), sample
     raise ValueError("expected the original sampler's fields (id, input, gold_output, completions) "
                      "or ours (problem_id, test_index, sample_index, program)")
+
+
+def _problem_number(record: dict) -> int:
+    """The original sampler writes the release's id, a string such as "46"; a number is taken too."""
+    value = _field(record, "id", object)
+    if isinstance(value, str) and value.strip().lstrip("-").isdecimal():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError(f'"id" must be a problem number such as "46", not {json.dumps(value)[:40]}')
 
 
 def _field(record: dict, key: str, kind: type):
@@ -94,15 +117,64 @@ def _read_lines(samples: Path, problems: dict) -> tuple[list[Line], dict]:
             continue
         digest = hashlib.sha256(raw).hexdigest()[:16]
         try:
-            record, program, expected, fmt = _parse(raw, problems)
+            record, program, expected, fmt, group, sample = _parse(raw, problems)
         except ValueError as e:
             lines.append(Line(index, digest, error=str(e)))
             continue
-        lines.append(Line(index, digest, record, program, expected, fmt))
+        lines.append(Line(index, digest, record, program, expected, fmt, group=group, sample=sample))
     if not lines:
         raise SamplesError(f"{samples}: no samples, the file is {'blank' if data else 'empty'}: "
                            "give a file with one JSON object per line")
     return lines, {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "lines": len(lines)}
+
+
+def _program_keys(lines: list[Line]) -> dict[int, tuple[int, int, int]]:
+    """(problem_id, test_index, sample_index) of every well-formed line, by index. Computed afresh from
+    the whole file each time, so a line fixed on a rerun takes its place and the others follow it."""
+    keys, tests, taken = {}, defaultdict(dict), defaultdict(set)
+    for line in lines:
+        if line.error:
+            continue
+        pid, test = line.group
+        if line.format == "original":
+            order = tests[pid]
+            test = order.setdefault(test, len(order))
+        sample = line.sample
+        if sample is None:  # the next one free in its (problem, test)
+            sample = next(i for i in itertools.count() if i not in taken[(pid, test)])
+        taken[(pid, test)].add(sample)
+        keys[line.index] = (pid, test, sample)
+    return keys
+
+
+def _problem_records(lines: list[Line], keys: dict, labels: dict) -> list[dict]:
+    """RUN/problems.jsonl, what reports label each id with: the problem sets given, else, for an id of
+    the original sampler's file, what its lines hold (one line's prompts, each test's input and output)."""
+    records = {}
+    for line in lines:
+        if line.error:
+            continue
+        pid, test, _ = keys[line.index]
+        if pid in labels:
+            records.setdefault(pid, problem_record(labels[pid]))
+        elif line.format == "original":
+            record = records.setdefault(pid, {
+                "id": pid, "name": f"problem {pid}", "category": "unknown",
+                "description": "from the original sampler's file: `mtpb execute --problems` with the imported "
+                               "release labels it", "turns": [{"prompt": p} for p in _prompts(line.record)],
+                "tests": [], "digest": ""})
+            if test == len(record["tests"]):
+                record["tests"].append({"inputs": line.record["input"], "output": line.expected})
+    return [records[pid] for pid in sorted(records)]
+
+
+def _prompts(record: dict) -> list[str]:
+    """The rendered prompts in the original sampler's `prompts_completions`: its prefix, then each turn's
+    "# prompt\n" and completion."""
+    turns = record.get("prompts_completions")
+    if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
+        return []
+    return [t[2:].rstrip("\n") for t in turns[1::2]]
 
 
 def _manifest(samples: Path, out: Path, sandbox, problems: dict, scoring: str | None, source: dict) -> dict:
@@ -163,8 +235,12 @@ def _kept(samples: Path, lines: list[Line], results: Path) -> dict[int, dict]:
 
 
 def execute_file(samples: Path, out: Path, sandbox, problems: dict, scoring: str | None, progress=None,
-                 batch: int = 128) -> dict:
+                 batch: int = 128, labels: dict | None = None) -> dict:
+    """Score every line into out/results.jsonl and write out/summary.json. `labels`: the problem sets
+    that describe the ids in the summary's breakdowns (default: `problems`, for our lines only: an id in
+    the original sampler's file is the release's problem, not the one of our suite with that id)."""
     lines, source = _read_lines(samples, problems)
+    keys = _program_keys(lines)
     results_path, manifest_path = out / "results.jsonl", out / "run.json"
     # everything is read and checked before anything is written: a refused rerun changes nothing
     manifest = _manifest(samples, out, sandbox, problems, scoring, source)
@@ -176,6 +252,10 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict, scoring: str
         raise RunDirError(f"--out {out}: cannot create the folder ({e.strerror or e}): "
                           "give a folder path you can write to") from None
     write_json_atomic(manifest_path, manifest)
+    if labels is None:
+        ours = {line.group[0] for line in lines if line.format == "mtpb"}
+        labels = {pid: p for pid, p in problems.items() if pid in ours}
+    write_jsonl_atomic(out / PROBLEMS_FILE, _problem_records(lines, keys, labels))
     todo = [line for line in lines if line.index not in kept]
     if progress:
         progress.start(len(lines), len(kept))
@@ -195,6 +275,7 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict, scoring: str
                 rules = scoring or line.format
                 manifest["scoring"] = manifest.get("scoring") or rules
                 result = result_record(line.record, next(replies), line.expected, rules)
+                result.update(zip(("problem_id", "test_index", "sample_index"), keys[line.index]))
                 writer.write({"index": line.index, "id": line.record.get("id", line.record.get("problem_id")),
                               **result, "line_digest": line.digest})
             writer.checkpoint()
@@ -202,18 +283,29 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict, scoring: str
                 progress.advance(len(chunk))
     finally:
         writer.close()
-    _rewrite_in_order(results_path, {line.index for line in lines})
+    _rewrite_in_order(results_path, {line.index for line in lines}, keys)
+    formats = Counter(line.format for line in lines if not line.error)
+    per_test = Counter((pid, test) for pid, test, _ in keys.values())
+    manifest.update({"formats": dict(formats), "n": max(per_test.values(), default=0)})
     manifest["finished"] = now()
     write_json_atomic(manifest_path, manifest)
-    return {"bad_lines": bad_lines, "results": str(results_path)}
+    summary = write_summary(out, labels)
+    return {"bad_lines": bad_lines, "results": str(results_path), "summary": summary,
+            "original": bool(formats["original"])}
 
 
-def _rewrite_in_order(results: Path, indices: set[int]):
+def _rewrite_in_order(results: Path, indices: set[int], keys: dict[int, tuple]):
     """A rerun appends the lines it redid after later ones: rewrite the file (atomically) in input order,
-    each line once, its last result standing, results of lines now blank or gone dropped."""
+    each line once, its last result standing, results of lines now blank or gone dropped, each with the
+    keys its line has now (a line fixed on a rerun can move the sample or test numbers of the others)."""
     records = [r for _, r in read_jsonl(results)]
     last = {r["index"]: r for r in records if r["index"] in indices}
-    if [r["index"] for r in records] == sorted(last):
+    stale = False
+    for index, r in last.items():
+        if index in keys and (r.get("problem_id"), r.get("test_index"), r.get("sample_index")) != keys[index]:
+            r.update(zip(("problem_id", "test_index", "sample_index"), keys[index]))
+            stale = True
+    if not stale and [r["index"] for r in records] == sorted(last):
         return
     tmp = results.with_suffix(".jsonl.tmp")
     with open(tmp, "w", encoding="utf-8") as f:

@@ -4,7 +4,8 @@ Prompts are kept verbatim: our placeholder syntax is str.format's for `{name}`, 
 every rendered prompt equals the original sampler's `prompt.format(**inputs)`. The release has no
 reference solutions; the YAML format allows turns without one. Test inputs that no prompt uses (str.format
 ignored them) are kept under the test's `unused_inputs`. Where the release omits
-max_gen_length, the original sampler used 256, and so does the imported file.
+max_gen_length, the original sampler used 256, and so does the imported file. Each file starts with
+IMPORTED_HEADER, a comment: `problems validate --execute` tells such files from ours by it.
 """
 from __future__ import annotations
 
@@ -15,6 +16,17 @@ from mtpb.problems import ProblemError, dump_problem, parse_problem, placeholder
 
 ORIGINAL_DEFAULT_MAX_GEN_LENGTH = 256
 REQUIRED = ("id", "name", "prompts", "inputs", "outputs")
+IMPORTED_HEADER = ("# Imported from the original MTPB release by `mtpb problems import`. The release has no reference\n"
+                   "# solutions: `mtpb problems validate` checks this file; `--execute` has nothing to run.\n")
+
+
+def is_imported(path: str | Path) -> bool:
+    """Whether a problem file was written by `mtpb problems import` (it starts with IMPORTED_HEADER)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.readline() == IMPORTED_HEADER.splitlines(keepends=True)[0]
+    except OSError:
+        return False
 
 
 def convert(original: dict) -> dict:
@@ -55,7 +67,7 @@ def import_original(jsonl: Path, out_dir: Path) -> list[Path]:
                 errors.append(f"{jsonl}:{number}: not an MTPB problem line ({e}): fix or remove it")
                 continue
             path = out_dir / f"{problem['id']:03d}-{slugify(problem['name'])}.yaml"
-            text = dump_problem(problem)
+            text = IMPORTED_HEADER + dump_problem(problem)
             try:
                 parse_problem(text, str(path))
             except ProblemError as e:

@@ -11,3 +11,17 @@ def data_path(name: str) -> Path:
     if installed.exists():
         return installed
     return package.parent / name
+
+
+def tiny_checkpoint() -> Path:
+    """The bundled demo CodeGen checkpoint: the default model of the codegen backend and `mtpb serve`."""
+    return data_path("checkpoints") / "tiny-codegen"
+
+
+def in_installed_package(path: Path) -> bool:
+    """True for a path inside an installed package (this one's mtpb/data, or any site-packages):
+    nothing there is edited in place, and a reinstall would lose it."""
+    resolved = Path(path).resolve()
+    data = Path(__file__).resolve().parent / "data"
+    return resolved == data or data in resolved.parents or \
+        any(part in ("site-packages", "dist-packages") for part in resolved.parts)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from mtpb.paths import data_path
+from mtpb.paths import data_path, in_installed_package
 
 CATEGORIES = ("string", "math", "array", "algorithm", "data science", "dict", "class")
 TOP_KEYS = {"id": int, "name": str, "category": str, "description": str, "max_gen_length": int,
@@ -300,14 +301,34 @@ def load_problem(path: str | Path) -> Problem:
     return problem
 
 
+SUITE = "suite"             # as a problem source, this word names the bundled suite (`./suite`: a folder)
+ENV_DIRS = "MTPB_PROBLEMS"  # os.pathsep-separated folders of the user's own problem sets
+
+
+def env_problem_dirs() -> list[Path]:
+    return [Path(d) for d in os.environ.get(ENV_DIRS, "").split(os.pathsep) if d.strip()]
+
+
+def default_sources() -> list:
+    """What a command reads when given no problem sources: the bundled suite, then $MTPB_PROBLEMS."""
+    return [SUITE, *env_problem_dirs()]
+
+
 def problem_files(paths=None, require: bool = False) -> list[Path]:
-    """YAML files under the given files or folders (default: the bundled suite), each once.
-    With require, a folder without .yaml files is an error (`problems new` fills empty folders, so not always)."""
+    """YAML files under the given files or folders (default: the suite and $MTPB_PROBLEMS), each once;
+    the word `suite` names the bundled suite. With require, a folder without .yaml files is an error
+    (`problems new` fills empty folders, and a $MTPB_PROBLEMS folder may not have a problem yet)."""
     out, seen = [], set()
-    for p in map(Path, paths or [default_problems_dir()]):
+    from_env = not paths
+    for source in paths or default_sources():
+        p = default_problems_dir() if isinstance(source, str) and source == SUITE else Path(source)
+        if from_env and source != SUITE and not p.is_dir():
+            raise ProblemError([f"{p}: no such folder (named in ${ENV_DIRS}): create it with "
+                                f"`mtpb problems new NAME`, or fix ${ENV_DIRS}" if not p.exists() else
+                                f"{p}: not a folder (named in ${ENV_DIRS}): ${ENV_DIRS} lists folders"])
         if p.is_dir():
             files = sorted(p.glob("*.yaml"))
-            if require and not files:
+            if require and not files and not from_env:
                 yml = len(list(p.glob("*.yml")))
                 raise ProblemError([f"{p}: no .yaml problem files" + (
                     f" (found {yml} .yml files: rename them to .yaml)" if yml else
@@ -347,11 +368,52 @@ def default_problems_dir() -> Path:
     return data_path("problems")
 
 
+def next_free_id(folder: Path) -> int:
+    """One more than every id in `folder`, the bundled suite and the $MTPB_PROBLEMS folders, so a new
+    problem set collides with none of the sources a run may combine."""
+    ids = [int(m.group(1)) for d in (folder, default_problems_dir(), *env_problem_dirs()) if d.is_dir()
+           for f in d.glob("*.yaml") if (m := FILE_NAME.match(f.name))]
+    return max(ids, default=0) + 1
+
+
+def authoring_dir() -> Path:
+    """Where `problems new` writes without --dir: the first $MTPB_PROBLEMS folder; else the suite
+    folder when this mtpb runs from a writable source checkout; never an installed package."""
+    env = env_problem_dirs()
+    if env:
+        return env[0]
+    suite = default_problems_dir()
+    if not in_installed_package(suite) and os.access(suite, os.W_OK):
+        return suite
+    raise ProblemError([f"the bundled suite ({suite}) is part of the installed package, not a folder to edit: "
+                        "write your problem sets to a folder of your own, "
+                        "`mtpb problems new NAME --dir my-problems`, then "
+                        f"`export {ENV_DIRS}=$PWD/my-problems` so `problems list` and `run` see them"])
+
+
 def problems_digest(problems) -> str:
     h = hashlib.sha256()
     for p in problems:
         h.update(repr((p.id, p.max_gen_length, p.turns, [(t.inputs, t.output) for t in p.tests])).encode())
     return h.hexdigest()[:16]
+
+
+def problem_record(p: Problem) -> dict:
+    """What a run directory keeps of a problem set (a line of RUN/problems.jsonl): all that reports
+    need to label it, so they never re-read problem files that may have changed or be elsewhere."""
+    return {"id": p.id, "name": p.name, "category": p.category, "description": p.description,
+            "max_gen_length": p.max_gen_length, "turns": [{"prompt": t.prompt} for t in p.turns],
+            "tests": [{"inputs": t.inputs, "output": t.output} for t in p.tests],
+            "digest": problems_digest([p])}
+
+
+def problem_from_record(record: dict) -> Problem:
+    """A Problem (without solutions) from a problems.jsonl line that problem_record wrote."""
+    return Problem(id=int(record["id"]), name=str(record["name"]), category=str(record["category"]),
+                   description=str(record.get("description") or ""),
+                   max_gen_length=int(record.get("max_gen_length") or DEFAULT_MAX_GEN_LENGTH),
+                   turns=tuple(Turn(str(t["prompt"])) for t in record["turns"]),
+                   tests=tuple(TestCase(t["inputs"], t["output"]) for t in record["tests"]))
 
 
 def parse_ids(spec: str | None) -> tuple[range, ...] | None:

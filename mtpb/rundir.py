@@ -7,6 +7,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
+PROBLEMS_FILE = "problems.jsonl"   # one problems.problem_record per problem set of the run: reports label from it
+
+
 class RunDirError(Exception):
     """The run directory cannot be used as asked; the message says why and what to do."""
 
@@ -75,6 +78,17 @@ class JsonlWriter:
     def close(self):
         self.checkpoint()
         self.f.close()
+
+
+def write_jsonl_atomic(path: Path, records: list[dict]):
+    """A small JSON-lines file rewritten whole (problems.jsonl): a reader sees the old or the new one."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def write_json_atomic(path: Path, data: dict):

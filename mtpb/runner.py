@@ -15,8 +15,9 @@ from typing import Iterator
 
 from mtpb import __version__, prompts
 from mtpb.backends.base import Request, SamplingParams
-from mtpb.problems import Problem, problems_digest
-from mtpb.rundir import JsonlWriter, RunDirError, load_json, now, read_jsonl, repair_tail, write_json_atomic
+from mtpb.problems import Problem, problem_from_record, problem_record, problems_digest
+from mtpb.rundir import PROBLEMS_FILE, JsonlWriter, RunDirError, load_json, now, read_jsonl, repair_tail, \
+    write_json_atomic, write_jsonl_atomic
 from mtpb.scoring import verdict
 from mtpb.summary import write_summary
 
@@ -110,7 +111,9 @@ class Runner:
         for name in ("samples.jsonl", "results.jsonl"):
             repair_tail(self.out / name)  # a line torn by kill -9 is dropped and redone
         sampled, executed = self._keys("samples.jsonl"), self._keys("results.jsonl")
+        records = self._problem_records()
         write_json_atomic(self.out / "run.json", manifest)
+        write_jsonl_atomic(self.out / PROBLEMS_FILE, records)
         try:
             self._loop(sampled, executed)
         except BaseException:
@@ -119,7 +122,23 @@ class Runner:
             raise
         manifest["finished"] = now()
         write_json_atomic(self.out / "run.json", manifest)
-        return write_summary(self.out, self.problems)
+        # breakdowns over every problem of the run, those of earlier invocations (other --ids) too
+        return write_summary(self.out, {**{p.id: p for p in map(problem_from_record, records)}, **self.problems})
+
+    def _problem_records(self) -> list[dict]:
+        """problems.jsonl as it will be: what earlier invocations recorded, updated with this one's problems
+        (their digests were checked against run.json already, so only names and categories can change)."""
+        path, records = self.out / PROBLEMS_FILE, {}
+        for number, record in read_jsonl(path):
+            try:
+                problem_from_record(record)
+            except (KeyError, TypeError, ValueError):
+                raise RunDirError(f"{path}:{number}: not a problem record as mtpb writes it (id, name, category, "
+                                  "turns, tests): delete that line and rerun the problem's ids to write it again") \
+                    from None
+            records[int(record["id"])] = record
+        records.update({p.id: problem_record(p) for p in self.problems.values()})
+        return [records[pid] for pid in sorted(records)]
 
     def _forget_empty_run(self):
         """A new run that failed before its first sample (say, a backend refusing the mode) leaves no
@@ -127,6 +146,7 @@ class Runner:
         files = [self.out / n for n in ("run.json", "samples.jsonl", "results.jsonl")]
         if any(f.exists() and f.stat().st_size for f in files[1:]):
             return
+        files.append(self.out / PROBLEMS_FILE)
         for f in files:
             f.unlink(missing_ok=True)
 

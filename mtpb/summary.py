@@ -11,7 +11,11 @@ from mtpb.scoring import ks_for, pass_at_k, pass_rate
 def summarize(results_path: Path, problems: dict) -> dict:
     per_test = defaultdict(lambda: [0, 0])  # (problem, test) -> [programs, passed]
     statuses = Counter()
+    malformed = 0
     for _, r in read_jsonl(results_path):
+        if r.get("malformed") or r.get("problem_id") is None:  # `mtpb execute`: a line it could not read
+            malformed += 1
+            continue
         counts = per_test[(int(r["problem_id"]), int(r["test_index"]))]
         counts[0] += 1
         counts[1] += bool(r["passed"])
@@ -38,7 +42,9 @@ def summarize(results_path: Path, problems: dict) -> dict:
     return {"pass_rate": round(pass_rate(per_problem), 4) if per_problem else None,
             "n_problems": len(per_problem), "n_programs": sum(n for n, _ in per_test.values()),
             "n_passed": sum(c for _, c in per_test.values()), "pass_at_k": pass_k,
-            "statuses": dict(statuses),
+            "statuses": dict(statuses), "n_malformed": malformed,
+            "per_problem": {str(pid): {"passed": c, "programs": n}
+                            for pid, (n, c) in sorted(per_problem.items())},
             "breakdowns": {"category": breakdown(lambda p: p.category),
                            "turns": breakdown(lambda p: len(p.turns)),
                            "problem": {str(pid): round(100.0 * c / n, 4) for pid, (n, c) in sorted(per_problem.items())}}}

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=""
-  for pkg in bubblewrap python3-numpy python3-pandas chromium docker.io debootstrap; do
+  for pkg in bubblewrap python3-numpy python3-pandas python3-sklearn chromium docker.io debootstrap; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done
   if [ -n "$need" ]; then

@@ -5,9 +5,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from install_fixtures import installed_mtpb  # noqa: F401  (the fixture, for every test module)
 
 REPO = Path(__file__).resolve().parent.parent
 ORIGINAL = REPO.parent / "shared" / "mtpb-original" / "mtpb.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def _no_user_problem_folders(monkeypatch):
+    """$MTPB_PROBLEMS in the shell that runs the tests would add its folders to every default source."""
+    monkeypatch.delenv("MTPB_PROBLEMS", raising=False)
 
 
 @pytest.fixture

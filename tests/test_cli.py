@@ -19,7 +19,7 @@ def test_problems_new_then_validate(tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["problems", "new", "Reverse words", "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    created = list(tmp_path.glob("001-reverse-words.yaml"))
+    created = list(tmp_path.glob("116-reverse-words.yaml"))   # after the suite's 115: no id collides
     assert created
     result = runner.invoke(main, ["problems", "validate", "--execute", "--sandbox", "process", str(tmp_path)])
     assert result.exit_code == 0 and "5 of 5 test programs pass" in result.output, result.output
@@ -48,7 +48,7 @@ def test_problems_new_keeps_any_name_and_show_prints_brackets(tmp_path):
     listed = runner.invoke(main, ["problems", "list", str(tmp_path)])
     assert listed.exit_code == 0, listed.output
     assert "x # not a comment" in listed.output and '"[/] hi"' in listed.output
-    shown = runner.invoke(main, ["problems", "show", "4", "--problems", str(tmp_path)])
+    shown = runner.invoke(main, ["problems", "show", "119", "--problems", str(tmp_path)])
     assert shown.exit_code == 0 and 'say "[/] hi"' in shown.output, shown.output
     file = tmp_path / "file"
     file.write_text("")

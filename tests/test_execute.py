@@ -172,6 +172,9 @@ def test_an_empty_or_blank_samples_file_is_an_error(tmp_path, content):
     ({"id": "3", "input": {}, "gold_output": 1, "completions": None}, '"completions" must be a string, not null'),
     ({"id": "3", "input": {}, "gold_output": 1, "completions": ["print(1)"]}, '"completions" must be a string'),
     ({"id": "3", "input": {}, "completions": "print(1)"}, 'missing field "gold_output"'),
+    ({"id": "3", "gold_output": 1, "completions": "print(1)"}, 'missing field "input"'),
+    ({"id": "x3", "input": {}, "gold_output": 1, "completions": "print(1)"},
+     '"id" must be a problem number such as "46", not "x3"'),
 ])
 def test_bad_fields_are_named_and_not_executed(process_sandbox, tmp_path, fields, message):
     samples, out = tmp_path / "samples.jsonl", tmp_path / "run"
@@ -183,3 +186,61 @@ def test_bad_fields_are_named_and_not_executed(process_sandbox, tmp_path, fields
     assert box.programs == ["print(0)"], "a malformed line is reported, not executed"
     bad = results_of(out)[1]
     assert bad["malformed"] and bad["status"] == "failed" and not bad["passed"]
+
+
+# ---------------------------------------------------------------------------- the end: summary and counts
+
+def sampled(pid: str, inputs: dict, expected, program: str) -> str:
+    """A line as the original mtpb_sample.py writes it: one (problem, test input, sample)."""
+    return json.dumps({"id": pid, "input": inputs, "gold_output": expected, "completions": program,
+                       "prompts_completions": [program]})
+
+
+def test_an_original_file_ends_like_run_and_summary_reads_its_folder(tmp_path):
+    samples, out = tmp_path / "samples.jsonl", tmp_path / "run"
+    # problem 3: 2 test inputs x 2 samples, 1 of 4 passes; problem 5: 1 input x 2 samples, both pass.
+    # The paper's pass rate is the mean over problems (25% and 100%: 62.5%), not 3 of 6 pooled (50%).
+    write_lines(samples, [sampled("3", {"a": 1}, 1, "print(1)"), sampled("3", {"a": 1}, 1, "print(0)"),
+                          sampled("3", {"a": 2}, 2, "print(0)"), sampled("3", {"a": 2}, 2, "1 / 0"),
+                          sampled("5", {"b": [1]}, [1], "x = [1]\nx"), sampled("5", {"b": [1]}, [1], "print([1])")])
+    result = CliRunner().invoke(main, ["execute", str(samples), "--out", str(out), "--sandbox", "process"])
+    assert result.exit_code == 0, result.output
+    assert "Overall stats\nn_total=6 n_success=3\n" + "-" * 40 + "\n3              :   1 : 4\n5              :   2 : 2\n" \
+        in result.output, "the per-problem counts as the original executor printed them"
+    assert "pass rate 62.50% over 2 problems, 6 programs" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["pass_rate"], summary["n_problems"], summary["n_programs"]) == (62.5, 2, 6)
+    assert summary["pass_at_k"] == {"pass@1": 62.5}
+    assert summary["breakdowns"]["category"] == {"unknown": 62.5}, "not labelled with our suite's problems 3 and 5"
+    keys = [(r["problem_id"], r["test_index"], r["sample_index"]) for r in results_of(out)]
+    assert keys == [(3, 0, 0), (3, 0, 1), (3, 1, 0), (3, 1, 1), (5, 0, 0), (5, 0, 1)]
+    shown = CliRunner().invoke(main, ["summary", str(out)])
+    assert shown.exit_code == 0 and "62.5" in shown.output, shown.output
+    assert "warning" not in shown.output, shown.output
+    report = CliRunner().invoke(main, ["report", str(out), "-o", str(tmp_path / "report.html")])
+    assert report.exit_code == 0 and (tmp_path / "report.html").exists(), report.output
+    html = (tmp_path / "report.html").read_text()
+    suite_name = next(p for p in load_problems() if p.id == 3).name
+    assert "problem 3" in html and suite_name not in html, "the release's problem 3 is not our suite's"
+
+
+def test_a_line_fixed_on_a_rerun_renumbers_the_samples_after_it(process_sandbox, tmp_path):
+    samples, out = tmp_path / "samples.jsonl", tmp_path / "run"
+    good = sampled("7", {"a": 1}, 1, "print(1)")
+    write_lines(samples, [good, good[:30], good])
+    report = execute_file(samples, out, process_sandbox, {}, None)
+    assert len(report["bad_lines"]) == 1
+    assert report["summary"]["n_programs"] == 2 and report["summary"]["n_malformed"] == 1
+    write_lines(samples, [good, good, good])
+    report = execute_file(samples, out, process_sandbox, {}, None)
+    assert [r["sample_index"] for r in results_of(out)] == [0, 1, 2]
+    assert (report["summary"]["n_programs"], report["summary"]["pass_rate"]) == (3, 100.0)
+
+
+def test_a_file_of_malformed_lines_only_says_nothing_was_scored(tmp_path):
+    samples = tmp_path / "samples.jsonl"
+    write_lines(samples, ["{broken"])
+    result = CliRunner().invoke(main, ["execute", str(samples), "--out", str(tmp_path / "run"), "--sandbox", "process"])
+    assert result.exit_code == 1 and "no program was scored" in result.output, result.output
+    assert "Traceback" not in result.output
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["n_malformed"] == 1

@@ -79,14 +79,32 @@ def test_contexts_equal_the_original_sampler_byte_for_byte(imported, tmp_path):
     assert checked == 5 * 514
 
 
-def test_validate_execute_reports_unexecutable(tmp_path):
+def test_validate_execute_on_the_release_fails_saying_it_has_no_solutions(tmp_path):
     from click.testing import CliRunner
     from mtpb.cli import main
     import_original(ORIGINAL, tmp_path)
     result = CliRunner().invoke(main, ["problems", "validate", "--execute", "--sandbox", "process", str(tmp_path)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     assert "115 problem sets are well-formed" in result.output
-    assert "could not execute 115 problem set(s)" in result.output
+    assert (f"{tmp_path}: imported from the original MTPB release (115 problem set(s)): it has no reference "
+            "solutions, nothing to execute; validate without --execute checks the files") in result.output
+    assert "no test program was executed" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["problems", "validate", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+
+
+def test_import_names_the_problems_that_read_a_file_the_release_lacks(tmp_path):
+    from click.testing import CliRunner
+    from mtpb.cli import main
+    result = CliRunner().invoke(main, ["problems", "import", str(ORIGINAL), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert [line.split(": ")[1] for line in warned] == [f"{tmp_path}/038-load-dataset.yaml",
+                                                         f"{tmp_path}/046-pandas-df-manipulation.yaml"]
+    assert ("046-pandas-df-manipulation.yaml: problem 46 reads the file './datasets/melb_data.csv', which the "
+            "original MTPB release does not ship") in warned[1]
+    validated = CliRunner().invoke(main, ["problems", "validate", str(tmp_path)])
+    assert validated.exit_code == 0 and "problem 46 reads the file './datasets/melb_data.csv'" in validated.output
 
 
 def test_bad_lines_are_named_and_good_ones_written(tmp_path):

@@ -40,6 +40,10 @@ class Sandbox(Protocol):
         """One executor reply per program, in order (see sandbox/executor.py for the fields)."""
         ...
 
+    def describe(self) -> str:
+        """One line naming the sandbox and what runs the programs, printed as a run starts."""
+        ...
+
     def close(self) -> None: ...
 
 

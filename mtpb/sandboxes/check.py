@@ -6,6 +6,7 @@ from mtpb.scoring import verdict
 CANARIES = [
     ("prints a value", "print(6 * 7)", "passed", 42),
     ("numpy and pandas import", "import numpy as np\nimport pandas as pd\nprint(int(pd.Series([1, 2]).sum() + np.int64(1)))", "passed", 4),
+    ("scikit-learn imports (original problems 14, 46)", "import sklearn\nprint(sklearn.__name__)", "passed", "sklearn"),
     ("runs as an unprivileged user", "import os\nprint(os.getuid() != 0 and os.geteuid() != 0)", "passed", True),
     ("no network", "import socket\ns = socket.socket()\ns.settimeout(2)\ns.connect(('1.1.1.1', 53))\nprint('connected')",
      "error", None),

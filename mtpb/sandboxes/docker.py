@@ -298,6 +298,9 @@ class DockerSandbox:
                                   workers, self.limits)
         self._start_all()
 
+    def describe(self) -> str:
+        return f"docker (image {self.image}; {len(self.pool.clients)} container(s), no network)"
+
     def _start_all(self):
         """Warm every slot now, in parallel, so a broken image or engine shows before the first batch."""
         errors: list[Exception] = []

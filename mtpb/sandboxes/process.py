@@ -5,6 +5,9 @@ bwrap gives the executor its own user, network, pid, ipc and mount namespaces: a
 to root on the host, so the executor is first dropped to an unprivileged uid (nobody); it then
 needs an interpreter that uid can read (Debian's /usr/bin/python3 with python3-numpy and
 python3-pandas, or MTPB_SANDBOX_PYTHON). Without bwrap only rlimits apply: no security boundary.
+
+The executor's code reaches it as the text of a `-c` argument, read here by the host: where mtpb is
+installed (pyenv or a venv under a 0700 home, say) need not be readable by the sandbox's uid.
 """
 from __future__ import annotations
 
@@ -15,11 +18,12 @@ import subprocess
 import sys
 import tempfile
 
-from mtpb.sandboxes.base import ExecutorClient, Limits, Pool, SandboxUnavailable, executor_dir
+from mtpb.sandboxes.base import ExecutorClient, ExecutorDied, Limits, Pool, SandboxUnavailable, executor_dir
 from mtpb.sandboxes.cgroup import memory_cgroup
 
 NOBODY = 65534
 TMP_BYTES = 256 << 20
+PRIVATE = ("/tmp", "/dev", "/proc")  # the sandbox's own, hiding whatever the host has there
 EXECUTOR_BYTES = 512 << 20  # the executor itself (python, numpy, pandas) on top of the program's allowance
 
 
@@ -30,24 +34,62 @@ def _as_nobody() -> dict:
 def sandbox_python() -> str:
     """An interpreter with numpy and pandas that the executor's uid can run."""
     chosen = os.environ.get("MTPB_SANDBOX_PYTHON")
-    candidates = [chosen] if chosen else (["/usr/bin/python3", sys.executable] if os.getuid() == 0
-                                          else [sys.executable, "/usr/bin/python3"])
+    # Debian's first, for everyone: one numpy/pandas/scikit-learn stack that every uid can read
+    candidates = [chosen] if chosen else ["/usr/bin/python3", sys.executable]
+    why = []
     for python in candidates:
         try:
-            ok = subprocess.run([python, "-c", "import numpy, pandas"], capture_output=True,
-                                timeout=60, **_as_nobody()).returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            ok = False
-        if ok:
-            return python
-    who = f"uid {NOBODY}" if os.getuid() == 0 else "this user"
+            proc = subprocess.run([python, "-c", "import numpy, pandas"], capture_output=True, text=True,
+                                  timeout=60, **_as_nobody())
+            if proc.returncode == 0:
+                return python
+            why.append(f"{python}: {(proc.stderr.strip().splitlines() or ['exit code %d' % proc.returncode])[-1]}")
+        except (OSError, subprocess.SubprocessError) as e:
+            why.append(f"{python}: {getattr(e, 'strerror', None) or e}")
+    who = f"uid {NOBODY} (nobody: programs never run as root)" if os.getuid() == 0 else "this user"
     raise SandboxUnavailable(
-        f"no Python interpreter with numpy and pandas that {who} can run (tried {', '.join(candidates)}): "
-        "install Debian's python3-numpy and python3-pandas (apt-get install -y python3-numpy python3-pandas) "
-        "or set MTPB_SANDBOX_PYTHON to one")
+        f"no Python interpreter with numpy and pandas that {who} can run:\n  " + "\n  ".join(why) + "\n"
+        "fix: apt-get install -y python3-numpy python3-pandas python3-sklearn (Debian's /usr/bin/python3 is "
+        "readable by every user), or set MTPB_SANDBOX_PYTHON to an interpreter with numpy and pandas "
+        f"that {who} can read")
 
 
-def bwrap_command(python: str, args: dict) -> list[str]:
+def executor_code() -> str:
+    """The executor and its reducer as one `python -c` text (well under Linux's 128 KiB per argument)."""
+    folder = executor_dir()
+    reducer = (folder / "executor_value.py").read_text(encoding="utf-8")
+    main = (folder / "executor.py").read_text(encoding="utf-8")
+    return ("import sys, types\n"
+            "reducer = types.ModuleType('executor_value')\n"
+            f"exec(compile({reducer!r}, '/sandbox/executor_value.py', 'exec'), reducer.__dict__)\n"
+            "sys.modules['executor_value'] = reducer\n"
+            "del sys, types, reducer\n"
+            "__file__ = '/sandbox/executor.py'\n"
+            f"exec(compile({main!r}, __file__, 'exec'))\n")
+
+
+def _interpreter_folders(python: str) -> list[str]:
+    """The folders outside /usr that `python` needs: its own (a venv's python is often a symlink into
+    /usr, while its packages are beside it), its sys.prefix and sys.base_prefix."""
+    found = [os.path.dirname(os.path.dirname(os.path.abspath(python)))]
+    asked = subprocess.run([python, "-c", "import sys; print(sys.prefix); print(sys.base_prefix)"],
+                           capture_output=True, text=True, **_as_nobody())
+    found += asked.stdout.split("\n")[:2]
+    outside = []
+    for folder in filter(None, found):
+        real = os.path.realpath(folder)
+        if real in ("/", "/usr") or real.startswith("/usr/") or folder in outside:
+            continue
+        if any(real == top or real.startswith(top + "/") for top in PRIVATE):
+            raise SandboxUnavailable(f"the sandbox's Python {python} lives in {folder}, under {real.split('/')[1]}/, "
+                                     "which the sandbox replaces with a private one: put that environment "
+                                     "elsewhere, or leave MTPB_SANDBOX_PYTHON unset to use /usr/bin/python3")
+        outside.append(folder)
+    return outside
+
+
+def bwrap_command(python: str, args: dict, folders: list[str]) -> list[str]:
+    """bwrap around the executor; `folders` are _interpreter_folders(python)."""
     cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
            "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
     for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
@@ -56,19 +98,27 @@ def bwrap_command(python: str, args: dict) -> list[str]:
             cmd += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             cmd += ["--ro-bind", path, path]
-    prefix = os.path.realpath(os.path.dirname(os.path.dirname(os.path.realpath(python))))
-    if not prefix.startswith("/usr"):  # an interpreter outside /usr (a venv, pyenv): bind its prefix
-        cmd += ["--ro-bind", prefix, prefix]
-        base = subprocess.run([python, "-c", "import sys; print(sys.base_prefix)"], capture_output=True,
-                              text=True, **_as_nobody()).stdout.strip()
-        if base and not base.startswith("/usr") and base != prefix:
-            cmd += ["--ro-bind", base, base]
-    cmd += ["--ro-bind", str(executor_dir()), "/sandbox",
-            "--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev", "--mqueue", "/dev/mqueue",
+    for folder in folders:  # a venv, pyenv or conda outside /usr: bound where it is
+        cmd += ["--ro-bind", os.path.realpath(folder), folder]
+    cmd += ["--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev", "--mqueue", "/dev/mqueue",
             "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
             "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
-            python, "-I", "/sandbox/executor.py", json.dumps(args)]
+            python, "-I", "-c", executor_code(), json.dumps(args)]
     return cmd
+
+
+def _hint(error: str) -> str:
+    """The fix for the ways an executor fails to start that we know of."""
+    if "Permission denied" in error:
+        return (f"fix: the sandbox's uid cannot read a path it needs; set MTPB_SANDBOX_PYTHON to an interpreter "
+                "that every user can read (Debian's /usr/bin/python3 with python3-numpy and python3-pandas)")
+    if "namespace" in error or "uid map" in error or "Operation not permitted" in error:
+        return ("fix: bwrap cannot create its namespaces here (user namespaces disabled, or a container without "
+                "them): enable them (sysctl kernel.unprivileged_userns_clone=1 and "
+                "user.max_user_namespaces > 0), or use --sandbox docker")
+    if "No module named" in error:
+        return "fix: apt-get install -y python3-numpy python3-pandas python3-sklearn, or set MTPB_SANDBOX_PYTHON"
+    return "fix: run `mtpb sandbox check --sandbox process` for the details, or use --sandbox docker"
 
 
 class ProcessSandbox:
@@ -81,11 +131,25 @@ class ProcessSandbox:
         self.warning = None if self.bwrap else (
             "bwrap (Debian package bubblewrap) is not installed: programs run under rlimits only, "
             "which is no security boundary")
+        self._folders = _interpreter_folders(self.python) if self.bwrap else []
         self._dirs, self._cgroups = [], []
         self.pool = Pool(self._client, workers, self.limits)
         if self.warning is None and len(self._cgroups) < len(self.pool.clients):
             self.warning = ("no writable memory cgroup: memory is bounded per process (RLIMIT_AS), "
                             "not for the whole sandbox")
+        try:  # one executor now: a sandbox that cannot start says why before the run begins
+            self.pool.clients[0].start()
+        except ExecutorDied as e:
+            self.close()
+            raise SandboxUnavailable(f"the process sandbox's executor did not start: {e}\n{_hint(str(e))}") from None
+        self.hello = self.pool.clients[0].hello
+
+    def describe(self) -> str:
+        """One line for the start of a run: what isolates the programs and which interpreter runs them."""
+        how = "bubblewrap" if self.bwrap else "rlimits only, no isolation"
+        uid = self.hello.get("uid")
+        return (f"process ({how}; programs run as uid {uid} with {self.python}, Python {self.hello.get('python')}; "
+                f"{len(self.pool.clients)} worker(s))")
 
     def _client(self, index: int) -> ExecutorClient:
         args = {"limits": self.limits.executor_limits()}
@@ -97,13 +161,13 @@ class ProcessSandbox:
             enter = ["/bin/sh", "-c", f'echo $$ > "{cgroup.path}/cgroup.procs" && exec "$@"', "sh"]
         if self.bwrap:
             args["clean"] = ["/tmp", "/dev/shm", "/dev/mqueue"]  # a mounted mqueue lets the executor empty it
-            return ExecutorClient(enter + bwrap_command(self.python, args), **_as_nobody())
+            return ExecutorClient(enter + bwrap_command(self.python, args, self._folders), **_as_nobody())
         tmp = tempfile.mkdtemp(prefix=f"mtpb-sandbox-{index}-")
         if os.getuid() == 0:
             os.chown(tmp, NOBODY, NOBODY)
         self._dirs.append(tmp)
         args["tmp_root"] = tmp
-        cmd = enter + [self.python, "-I", str(executor_dir() / "executor.py"), json.dumps(args)]
+        cmd = enter + [self.python, "-I", "-c", executor_code(), json.dumps(args)]
         return ExecutorClient(cmd, cwd=tmp, **_as_nobody())
 
     def run(self, programs: list[str]) -> list[dict]:
