@@ -69,24 +69,19 @@ def workload_items(n_problems: int | None, n_samples: int) -> list[tuple[tuple, 
 def run_workload(backend, items, params, batch: int) -> tuple[list[str], float, list[str]]:
     """The runner's turn loop: the final programs, the seconds spent in generate, the kept completions."""
     from mtpb.backends.base import Request
-    from mtpb.prompts import PREFIX, truncate, wrap_prompt
-    programs = {key: PREFIX for key, _, _ in items}
+    from mtpb.prompts import Conversation
+    talks = {key: Conversation(params.mode, prompts, max_gen_length=budget) for key, prompts, budget in items}
     seconds, kept = 0.0, []
     for lo in range(0, len(items), batch):
-        group = items[lo:lo + batch]
-        for turn in range(max(len(prompts) for _, prompts, _ in group)):
-            live = [(key, prompts, budget) for key, prompts, budget in group if turn < len(prompts)]
-            for key, prompts, _ in live:
-                programs[key] += wrap_prompt(prompts[turn])
-            reqs = [Request(programs[key], budget, seed=hash(key) & 0xFFFF, problem_id=key[0], test_index=key[1],
-                            sample_index=key[2], turn_index=turn) for key, _, budget in live]
+        group = [key for key, _, _ in items[lo:lo + batch]]
+        while live := [key for key in group if not talks[key].done]:
+            reqs = [Request(talks[key].context, talks[key].max_tokens, seed=hash(key) & 0xFFFF, problem_id=key[0],
+                            test_index=key[1], sample_index=key[2], turn_index=talks[key].turn_index) for key in live]
             t0 = time.perf_counter()
             raws = backend.generate(reqs, params)
             seconds += time.perf_counter() - t0
-            for (key, _, _), raw in zip(live, raws):
-                kept.append(truncate(raw, params.mode))
-                programs[key] += kept[-1] + "\n\n"
-    return [programs[key] for key, _, _ in items], seconds, kept
+            kept += [talks[key].add(raw) for key, raw in zip(live, raws)]
+    return [talks[key].program for key, _, _ in items], seconds, kept
 
 
 def workload(args) -> None:

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mtpb.rundir import MANIFEST_FILE, RESULTS_FILE, SAMPLES_FILE
+
 CATEGORIES = ("string", "math", "array", "algorithm", "data science", "dict", "class")
 # (model, parameters, mode): the CodeGen sizes, multi-turn and single-turn.
 MODELS = [(f"codegen-{size}-mono", params, mode)
@@ -57,14 +59,14 @@ def write_problems(folder: Path, n_problems: int, rng: random.Random) -> dict[in
 def write_run(folder: Path, index: int, turns_of: dict, tests: int, samples: int, rng: random.Random):
     model, params, mode = MODELS[index % len(MODELS)]
     folder.mkdir(parents=True)
-    (folder / "run.json").write_text(json.dumps({
+    (folder / MANIFEST_FILE).write_text(json.dumps({
         "harness_version": "0.1.0", "problems_digest": "0123456789abcdef", "backend": "codegen",
         "model": model, "parameters": params, "mode": mode, "n": samples, "temperature": 0.2,
         "top_p": 0.95, "seed": index, "sandbox": "docker", "scoring": "mtpb",
         "started": "2024-01-01T00:00:00Z", "finished": "2024-01-01T05:00:00Z"}))
     skill = 0.15 + 0.1 * (index % 5) + (0.1 if mode == "multi" else 0.0)
-    with open(folder / "samples.jsonl", "w", encoding="utf-8") as s, \
-            open(folder / "results.jsonl", "w", encoding="utf-8") as r:
+    with open(folder / SAMPLES_FILE, "w", encoding="utf-8") as s, \
+            open(folder / RESULTS_FILE, "w", encoding="utf-8") as r:
         for pid, n_turns in turns_of.items():
             p_pass = min(max(skill + rng.uniform(-0.4, 0.4), 0.0), 1.0)
             for t in range(tests):

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mtpb.problems import load_problems
-from mtpb.prompts import PREFIX, wrap_prompt
+from mtpb.prompts import Conversation
 
 
 def start_server(args) -> tuple[subprocess.Popen, str, int]:
@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="The server's --batch-size.")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    prompts = [PREFIX + wrap_prompt(p.prompts(p.tests[0])[0]) for p in load_problems()]
+    prompts = [Conversation("multi", p.prompts(p.tests[0])).context for p in load_problems()]   # first turns
     proc, host, port = start_server(args)
     try:
         warm = http.client.HTTPConnection(host, port, timeout=600)

@@ -1,8 +1,7 @@
 """What a comparison shows: pass rates, pass@k, bootstrap CIs, breakdowns (mtpb.comparison loads the runs).
 
-All rates are percentages. The paper's pass rate is per problem the share of (test case x sample)
-programs that pass, and overall the mean over problems; every breakdown here is a mean of those
-per-problem rates, so a problem counts once whatever its number of programs.
+The metrics themselves (the paper's pass rate, pass@k, difficulty levels, CIs) are mtpb.metrics; here
+they are grouped into pandas frames, one row per run or per (run, group). All rates are percentages.
 
 numpy and pandas are imported inside the functions that need them, so importing this module is cheap.
 """
@@ -11,70 +10,23 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from mtpb.metrics import DIFFICULTY_BINS, bootstrap_ci, pass_at_ks
+
 if TYPE_CHECKING:
     from mtpb.comparison import Comparison
 
-# Difficulty levels from the mean pass rate of a problem over the compared runs, in the spirit of the
-# CodeGen paper's difficulty analysis: (name, lowest mean pass rate in percent), checked in order.
-# "unsolved" is apart from "hard" because a problem no run ever solves says nothing about the others.
-DIFFICULTY_BINS = (("easy", 70.0), ("medium", 30.0), ("hard", 1e-9), ("unsolved", -math.inf))
-BOOTSTRAP_SAMPLES = 2000
-BOOTSTRAP_SEED = 0  # fixed: the same runs give the same report
-
-
-def difficulty_of(mean_rate: float) -> str:
-    for name, lowest in DIFFICULTY_BINS:
-        if mean_rate >= lowest:
-            return name
-    return DIFFICULTY_BINS[-1][0]
-
-
-def problem_rates(programs, problems: dict):
-    """One row per (run, problem): rate (percent), programs, category, n_turns, difficulty."""
-    rates = (programs.groupby(["run", "problem_id"], observed=True)["passed"]
-             .agg(rate="mean", programs="size").reset_index())
-    rates["rate"] *= 100.0
-    rates["category"] = rates["problem_id"].map(lambda p: problems[p].category)
-    rates["n_turns"] = rates["problem_id"].map(lambda p: problems[p].n_turns)
-    # Difficulty comes from the compared runs themselves: the mean over the runs that have the problem.
-    mean = rates.groupby("problem_id")["rate"].mean()
-    rates["difficulty"] = rates["problem_id"].map(mean.map(difficulty_of))
-    return rates
-
-
-def bootstrap_ci(values, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the mean, resampling problems with replacement."""
-    import numpy as np
-
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(samples, values.size))].mean(axis=1)
-    tail = (1.0 - level) / 2.0 * 100.0
-    low, high = np.percentile(means, [tail, 100.0 - tail])
-    return (float(low), float(high))
-
 
 def pass_at_k(programs):
-    """DataFrame run x k (percent), with the estimator and the k values of mtpb.scoring (so the
-    report agrees with summary.json): k only where every (problem, test) cell of the run has n >= k."""
+    """DataFrame run x k (percent), with mtpb.metrics' estimator and k values (so the report agrees
+    with summary.json): k only where every (problem, test) cell of the run has n >= k."""
     import pandas as pd
-
-    from mtpb.scoring import ks_for, pass_at_k as estimate
 
     cells = (programs.groupby(["run", "problem_id", "test_index"], observed=True)["passed"]
              .agg(n="size", c="sum").reset_index())
     out = {}
     for run, group in cells.groupby("run", observed=True):
-        pairs = list(zip(group["n"].tolist(), group["c"].tolist()))
-        row = {}
-        for k in ks_for(int(group["n"].min())):
-            memo = {p: estimate(p[0], p[1], k) for p in set(pairs)}  # few distinct (n, c)
-            per_cell = group.assign(v=[memo[p] for p in pairs])
-            row[k] = per_cell.groupby("problem_id")["v"].mean().mean() * 100.0
-        out[run] = row
+        keys = zip(group["problem_id"].tolist(), group["test_index"].tolist())
+        out[run] = pass_at_ks(dict(zip(keys, zip(group["n"].tolist(), group["c"].tolist()))))
     ks = sorted({k for row in out.values() for k in row})
     return pd.DataFrame.from_dict(out, orient="index").reindex(columns=ks)
 

@@ -12,6 +12,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mtpb.prompts import MODES
+from mtpb.sandboxes import SANDBOXES
+from mtpb.scoring import RULE_SETS
 from mtpb.serve import serve_command  # stdlib + click only; the engine loads when it runs
 
 console = Console(stderr=True)
@@ -23,13 +26,7 @@ def _user_errors():
     from mtpb.problems import ProblemError
     from mtpb.rundir import RunDirError
     from mtpb.sandboxes.base import SandboxUnavailable
-    errors = (BackendError, ProblemError, RunDirError, SandboxUnavailable)
-    try:
-        from mtpb.comparison import RunDataError
-        errors += (RunDataError,)
-    except ImportError:
-        pass
-    return errors
+    return (BackendError, ProblemError, RunDirError, SandboxUnavailable)
 
 
 def friendly(fn):
@@ -46,7 +43,7 @@ def friendly(fn):
 
 
 def _warn(message: str):
-    console.print(f"[yellow]{escape(message)}[/yellow]", highlight=False)
+    console.print(f"[yellow]{escape(message)}[/yellow]", highlight=False, soft_wrap=True)
 
 
 def _open_sandbox(name: str, workers: int, timeout: float | None = None):
@@ -195,7 +192,7 @@ tests:
 @problems.command("validate")
 @click.argument("paths", nargs=-1)
 @click.option("--execute", is_flag=True, help="Also run every reference program and check its output.")
-@click.option("--sandbox", default="auto", show_default=True, type=click.Choice(["auto", "docker", "process"]))
+@click.option("--sandbox", default="auto", show_default=True, type=click.Choice(SANDBOXES))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
 @friendly
 def problems_validate(paths, execute, sandbox, workers):
@@ -282,6 +279,20 @@ def _finite(ctx, param, value: float) -> float:
     return value
 
 
+def _in_sandbox(sandbox: str, workers: int, timeout: float, run_dir: str, label: str, work):
+    """work(box, progress) with the sandbox open and a progress bar; Ctrl-C keeps what was done."""
+    box = _open_sandbox(sandbox, workers, timeout)
+    progress = Progress(label)
+    try:
+        return work(box, progress)
+    except KeyboardInterrupt:
+        _interrupted(run_dir)
+        sys.exit(130)
+    finally:
+        progress.stop()
+        box.close()
+
+
 def _interrupted(run_dir: str):
     """Ctrl-C: the run directory keeps what was written; worker threads that lose their executors
     as the sandbox closes have nothing useful to say."""
@@ -294,17 +305,17 @@ def _interrupted(run_dir: str):
 @click.option("--backend", required=True, help="reference, replay, codegen, transformers, openai, or a plugin.")
 @click.option("--model", default=None, help="Checkpoint folder, hub id or served model name.")
 @click.option("-B", "backend_options", multiple=True, metavar="KEY=VALUE", help="A backend option (repeatable).")
-@click.option("--mode", default="multi", show_default=True, type=click.Choice(["multi", "single", "chat"]))
+@click.option("--mode", default="multi", show_default=True, type=click.Choice(MODES))
 @click.option("--n", default=1, show_default=True, type=click.IntRange(1), help="Samples per test case.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0), callback=_finite)
 @click.option("--top-p", default=0.95, show_default=True, type=click.FloatRange(0, 1), callback=_finite)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--ids", default=None, help="Problem ids, e.g. 1,4,7-9 (default: all).")
 @click.option("--max-gen-length", default=None, type=click.IntRange(1), help="Tokens per turn for every problem.")
-@click.option("--sandbox", default="auto", show_default=True, type=click.Choice(["auto", "docker", "process"]))
+@click.option("--sandbox", default="auto", show_default=True, type=click.Choice(SANDBOXES))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1), help="Seconds per program.")
-@click.option("--scoring", default="mtpb", show_default=True, type=click.Choice(["mtpb", "original"]))
+@click.option("--scoring", default="mtpb", show_default=True, type=click.Choice(RULE_SETS))
 @click.option("--batch-size", default=None, type=click.IntRange(1), help="Sequences per backend call.")
 @click.option("--problems", "problem_paths", multiple=True,
               help="Problem files or folders; `suite` names the bundled suite (default: suite and $MTPB_PROBLEMS).")
@@ -329,16 +340,8 @@ def run(backend, model, backend_options, mode, n, temperature, top_p, seed, ids,
     config = RunConfig(backend=backend, model=model, mode=mode, n=n, temperature=temperature, top_p=top_p,
                        seed=seed, max_gen_length=max_gen_length, scoring=scoring, batch_size=batch_size)
     model_backend = create_backend(backend, model, _options(backend_options))
-    box = _open_sandbox(sandbox, workers, timeout)
-    progress = Progress(f"{backend} {mode}")
-    try:
-        summary = Runner(config, Path(run_dir), model_backend, box, suite, progress).run()
-    except KeyboardInterrupt:
-        _interrupted(run_dir)
-        sys.exit(130)
-    finally:
-        progress.stop()
-        box.close()
+    summary = _in_sandbox(sandbox, workers, timeout, run_dir, f"{backend} {mode}",
+                          lambda box, progress: Runner(config, Path(run_dir), model_backend, box, suite, progress).run())
     _print_headline(summary, run_dir)
 
 
@@ -355,10 +358,10 @@ def _print_headline(summary: dict, run_dir: str):
 @main.command()
 @click.argument("samples", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False))
-@click.option("--sandbox", default="auto", show_default=True, type=click.Choice(["auto", "docker", "process"]))
+@click.option("--sandbox", default="auto", show_default=True, type=click.Choice(SANDBOXES))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1))
-@click.option("--scoring", default=None, type=click.Choice(["mtpb", "original"]),
+@click.option("--scoring", default=None, type=click.Choice(RULE_SETS),
               help="Default: original for the original sampler's files, mtpb for ours.")
 @click.option("--problems", "problem_paths", multiple=True, help="Problem sets for our samples files.")
 @friendly
@@ -372,17 +375,9 @@ def execute(samples, run_dir, sandbox, workers, timeout, scoring, problem_paths)
         if problem_paths:   # asked for by name: say what is wrong with them
             raise
         problems = {}       # scoring the original sampler's files needs no problem sets
-    box = _open_sandbox(sandbox, workers, timeout)
-    progress = Progress("execute")
-    try:
-        report = execute_file(Path(samples), Path(run_dir), box, problems, scoring, progress,
-                              labels=problems if problem_paths else None)
-    except KeyboardInterrupt:
-        _interrupted(run_dir)
-        sys.exit(130)
-    finally:
-        progress.stop()
-        box.close()
+    report = _in_sandbox(sandbox, workers, timeout, run_dir, "execute",
+                         lambda box, progress: execute_file(Path(samples), Path(run_dir), box, problems, scoring,
+                                                            progress, labels=problems if problem_paths else None))
     for line in report["bad_lines"]:
         console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     out.print(f"results in {report['results']}")
@@ -425,7 +420,7 @@ def report(runs, output, problem_paths):
 @friendly
 def summary(runs, problem_paths):
     """The headline table of one or more runs."""
-    from mtpb.report import print_summary
+    from mtpb.terminal import print_summary
     print_summary(list(runs), out, list(problem_paths) or None)
 
 
@@ -460,7 +455,7 @@ def sandbox_clean(everything):
 
 
 @sandbox.command("check")
-@click.option("--sandbox", "name", default="auto", show_default=True, type=click.Choice(["auto", "docker", "process"]))
+@click.option("--sandbox", "name", default="auto", show_default=True, type=click.Choice(SANDBOXES))
 @friendly
 def sandbox_check(name):
     """Run canary programs and show that the limits hold."""

@@ -1,8 +1,7 @@
 """Load run directories into one Comparison: the runs, every executed program, per-problem rates,
 example programs and the warnings a reader needs (incomplete runs, differing settings, unknown problems).
 
-pandas is imported inside the functions that need it: the CLI imports this module for
-`RunDataError` and must stay fast to start.
+pandas is imported inside the functions that need it, so importing this module is cheap.
 """
 from __future__ import annotations
 
@@ -12,16 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtpb.aggregate import problem_rates
-from mtpb.rundir import PROBLEMS_FILE
+from mtpb.metrics import difficulty_of, problem_rate
+from mtpb.rundir import PROBLEMS_FILE, RunDir, RunDirError, read_jsonl
+from mtpb.scoring import STATUSES
 
-STATUSES = ("passed", "failed", "error", "timeout", "killed", "sandbox_error")
 UNKNOWN = "unknown"
-SAMPLES_FILE, RESULTS_FILE, MANIFEST_FILE = "samples.jsonl", "results.jsonl", "run.json"
-
-
-class RunDataError(Exception):
-    """A run directory that cannot be read; the message names the file, the line and what to do."""
 
 
 @dataclass(frozen=True)
@@ -82,18 +76,13 @@ class Comparison:
 # ---------------------------------------------------------------- reading a run directory
 
 def read_manifest(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / MANIFEST_FILE
-    if not Path(run_dir).is_dir():
-        raise RunDataError(f"{run_dir}: no such run directory: give the folder that `mtpb run --out` wrote")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunDataError(f"{path}: missing: this is not a run directory, or its run never started "
-                           f"(rerun `mtpb run ... --out {run_dir}`)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunDataError(f"{path}:1: not readable JSON ({e}): restore or rewrite the manifest") from None
-    if not isinstance(manifest, dict):
-        raise RunDataError(f"{path}:1: the manifest must be a JSON object")
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise RunDirError(f"{run_dir}: no such run directory: give the folder that `mtpb run --out` wrote")
+    manifest = run.read_manifest()
+    if manifest is None:
+        raise RunDirError(f"{run.manifest}: missing: this is not a run directory, or its run never started "
+                          f"(rerun `mtpb run ... --out {run_dir}`)")
     return manifest
 
 
@@ -124,32 +113,6 @@ def run_info(manifest: dict, path: str, label: str) -> RunInfo:
         started=text("started"), finished=text("finished"))
 
 
-def iter_jsonl(path: Path, warnings: list[str], strict: bool = False):
-    """(line number, object) for each line; a malformed line is skipped and counted, not fatal,
-    because one torn line (a killed writer) must not hide the thousands of good ones."""
-    bad, first_bad = 0, None
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                obj, why = None, f"not valid JSON ({e.msg})"
-            else:
-                why = "not a JSON object"
-            if not isinstance(obj, dict):
-                if strict:
-                    raise RunDataError(f"{path}:{lineno}: {why}: fix or delete the line")
-                bad += 1
-                first_bad = first_bad or f"{path}:{lineno}: {why}"
-                continue
-            yield lineno, obj
-    if bad:
-        warnings.append(f"{first_bad}; {bad} malformed line(s) in {path} skipped: "
-                        f"fix or delete them, or rerun the step that wrote the file")
-
-
 def _key(obj: dict) -> tuple[int, int, int] | None:
     ids = tuple(_as_int(obj.get(k)) for k in ("problem_id", "test_index", "sample_index"))
     return None if None in ids else ids
@@ -159,13 +122,13 @@ def load_results(run_dir: str | Path, warnings: list[str]):
     """(DataFrame of problem_id, test_index, sample_index, status, passed, row; details by row)."""
     import pandas as pd
 
-    path = Path(run_dir) / RESULTS_FILE
+    path = RunDir(run_dir).results
     if not path.exists():
-        raise RunDataError(f"{path}: missing: the run's programs were never executed "
-                           f"(continue the run with the same `mtpb run` command, or `mtpb execute`)")
+        raise RunDirError(f"{path}: missing: the run's programs were never executed "
+                          f"(continue the run with the same `mtpb run` command, or `mtpb execute`)")
     cols = {"problem_id": [], "test_index": [], "sample_index": [], "status": [], "passed": []}
     details, unusable = [], 0
-    for lineno, obj in iter_jsonl(path, warnings):
+    for _, obj in read_jsonl(path, warnings):
         key = _key(obj)
         status = obj.get("status")
         passed = obj.get("passed")
@@ -205,7 +168,7 @@ def _sample_key(line: str) -> tuple[int, int, int] | None:
 
 def scan_samples(run_dir: str | Path, wanted: set, warnings: list[str]):
     """Programs of the wanted (problem, test, sample) keys, and one sample's turns per problem."""
-    path = Path(run_dir) / SAMPLES_FILE
+    path = RunDir(run_dir).samples
     programs, turns, lines, bad = {}, {}, 0, 0
     if not path.exists():
         warnings.append(f"{path}: missing: example programs of this run are not shown")
@@ -291,11 +254,11 @@ def problem_info(pid: int, suite: dict, sample_turns: list) -> ProblemInfo:
 def read_run_problems(run_dir, warnings: list[str]) -> dict[int, ProblemInfo] | None:
     """The problems a run recorded in its problems.jsonl, by id; None for a run without one
     (made before runs described their problems)."""
-    path = Path(run_dir) / PROBLEMS_FILE
+    path = RunDir(run_dir).problems
     if not path.exists():
         return None
     described = {}
-    for lineno, record in iter_jsonl(path, warnings):
+    for lineno, record in read_jsonl(path, warnings):
         pid, turns = _as_int(record.get("id")), record.get("turns")
         if pid is None or not isinstance(turns, list):
             warnings.append(f"{path}:{lineno}: no integer id or no list of turns: line skipped")
@@ -387,7 +350,7 @@ def _load_run(run_dir, label: str, examples_per_problem: int, warnings: list[str
         warnings.append(f"{label}: {n_samples - len(frame)} of {n_samples} samples have no result "
                         f"yet (run incomplete): rates are over the executed programs")
     if frame.empty:
-        warnings.append(f"{label}: {Path(run_dir) / RESULTS_FILE} has no results")
+        warnings.append(f"{label}: {RunDir(run_dir).results} has no results")
     by_key = frame.set_index(["problem_id", "test_index", "sample_index"])
     examples: dict[int, list[Example]] = {}
     for key in keys:
@@ -403,7 +366,7 @@ def load_comparison(run_dirs, problems_paths=None, examples_per_problem: int = 2
     import pandas as pd
 
     if not run_dirs:
-        raise RunDataError("no run directories given: name at least one RUN folder")
+        raise RunDirError("no run directories given: name at least one RUN folder")
     warnings: list[str] = []
     runs, frames, examples, sample_turns, described = [], [], {}, {}, []
     for run_dir, label in zip(run_dirs, _labels(run_dirs)):
@@ -431,6 +394,19 @@ def load_comparison(run_dirs, problems_paths=None, examples_per_problem: int = 2
     rates = problem_rates(programs, problems)
     warnings += comparability_warnings(runs, rates)
     return Comparison(tuple(runs), programs, rates, problems, examples, tuple(warnings))
+
+
+def problem_rates(programs, problems: dict):
+    """One row per (run, problem): rate (percent), programs, category, n_turns, difficulty."""
+    rates = (programs.groupby(["run", "problem_id"], observed=True)["passed"]
+             .agg(rate="sum", programs="size").reset_index())
+    rates["rate"] = problem_rate(rates["programs"], rates["rate"])  # from the count of passed programs
+    rates["category"] = rates["problem_id"].map(lambda p: problems[p].category)
+    rates["n_turns"] = rates["problem_id"].map(lambda p: problems[p].n_turns)
+    # Difficulty comes from the compared runs themselves: the mean over the runs that have the problem.
+    mean = rates.groupby("problem_id")["rate"].mean()
+    rates["difficulty"] = rates["problem_id"].map(mean.map(difficulty_of))
+    return rates
 
 
 def comparability_warnings(runs, rates) -> list[str]:

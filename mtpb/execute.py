@@ -16,16 +16,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from mtpb import __version__
 from mtpb.problems import problem_record, problems_digest
-from mtpb.rundir import PROBLEMS_FILE, JsonlWriter, RunDirError, load_json, now, read_jsonl, repair_tail, \
-    write_json_atomic, write_jsonl_atomic
-from mtpb.runner import result_record
+from mtpb.rundir import JsonlWriter, RunDir, RunDirError, chunks, now, read_jsonl, repair_tail, write_jsonl_atomic
+from mtpb.scoring import result_record
 from mtpb.summary import write_summary
 
 
@@ -177,21 +175,19 @@ def _prompts(record: dict) -> list[str]:
     return [t[2:].rstrip("\n") for t in turns[1::2]]
 
 
-def _manifest(samples: Path, out: Path, sandbox, problems: dict, scoring: str | None, source: dict) -> dict:
+def _manifest(samples: Path, run: RunDir, sandbox, problems: dict, scoring: str | None, source: dict) -> dict:
     """The run.json for this call; refuses an --out that holds something other than this input's scores."""
-    path = out / "run.json"
+    path, results, old = run.manifest, run.results, run.read_manifest()
     fresh = {"harness": "mtpb", "harness_version": __version__, "command": "execute",
              "samples": str(samples.resolve()), "input": source, "sandbox": getattr(sandbox, "name", None),
              "scoring": scoring, "scoring_option": scoring, "problems_digest": problems_digest(problems.values()),
              "started": now(), "finished": None}
-    results = out / "results.jsonl"
-    if not path.exists():
+    if old is None:
         if results.exists() and results.stat().st_size:
             raise RunDirError(f"{results} holds results but {path} is missing: not an `mtpb execute` output; "
                               "give a new --out")
         return fresh
-    old = load_json(path)
-    if not isinstance(old, dict) or old.get("command") != "execute":
+    if old.get("command") != "execute":
         raise RunDirError(f"{path} is not an `mtpb execute` output (an `mtpb run` folder, say): "
                           "give `mtpb execute` a new --out")
     if "input" not in old or "scoring_option" not in old:
@@ -241,28 +237,26 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict, scoring: str
     the original sampler's file is the release's problem, not the one of our suite with that id)."""
     lines, source = _read_lines(samples, problems)
     keys = _program_keys(lines)
-    results_path, manifest_path = out / "results.jsonl", out / "run.json"
+    run = RunDir(out)
+    results_path = run.results
     # everything is read and checked before anything is written: a refused rerun changes nothing
-    manifest = _manifest(samples, out, sandbox, problems, scoring, source)
-    repair_tail(results_path)  # a line torn by kill -9 is dropped and redone
+    manifest = _manifest(samples, run, sandbox, problems, scoring, source)
+    # a line torn by kill -9 is dropped and redone (only results.jsonl: --out may hold the input itself)
+    repair_tail(results_path)
     kept = _kept(samples, lines, results_path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunDirError(f"--out {out}: cannot create the folder ({e.strerror or e}): "
-                          "give a folder path you can write to") from None
-    write_json_atomic(manifest_path, manifest)
+    run.create()
+    run.write_manifest(manifest)
     if labels is None:
         ours = {line.group[0] for line in lines if line.format == "mtpb"}
         labels = {pid: p for pid, p in problems.items() if pid in ours}
-    write_jsonl_atomic(out / PROBLEMS_FILE, _problem_records(lines, keys, labels))
+    run.write_problems(_problem_records(lines, keys, labels))
     todo = [line for line in lines if line.index not in kept]
     if progress:
         progress.start(len(lines), len(kept))
     writer = JsonlWriter(results_path)
     bad_lines = []
     try:
-        for chunk in _chunks(todo, batch):
+        for chunk in chunks(todo, batch):
             runnable = [line for line in chunk if line.error is None]
             replies = iter(sandbox.run([line.program for line in runnable]))
             for line in chunk:
@@ -288,8 +282,8 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict, scoring: str
     per_test = Counter((pid, test) for pid, test, _ in keys.values())
     manifest.update({"formats": dict(formats), "n": max(per_test.values(), default=0)})
     manifest["finished"] = now()
-    write_json_atomic(manifest_path, manifest)
-    summary = write_summary(out, labels)
+    run.write_manifest(manifest)
+    summary = write_summary(run, labels)
     return {"bad_lines": bad_lines, "results": str(results_path), "summary": summary,
             "original": bool(formats["original"])}
 
@@ -307,16 +301,4 @@ def _rewrite_in_order(results: Path, indices: set[int], keys: dict[int, tuple]):
             stale = True
     if not stale and [r["index"] for r in records] == sorted(last):
         return
-    tmp = results.with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for index in sorted(last):
-            f.write(json.dumps(last[index], ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, results)
-
-
-def _chunks(seq, size):
-    it = iter(seq)
-    while chunk := list(itertools.islice(it, size)):
-        yield chunk
+    write_jsonl_atomic(results, (last[index] for index in sorted(last)))

@@ -102,6 +102,10 @@ class _Errors:
         line = node_or_line if isinstance(node_or_line, int) else node_or_line.start_mark.line + 1
         self.items.append((line, f"{self.file}:{line}: {message}"))
 
+    def raise_any(self):
+        if self.items:
+            raise ProblemError([m for _, m in sorted(self.items)])
+
 
 _YAML = "tag:yaml.org,2002:"
 # Only the JSON types: a date, bytes or a set would not survive samples.jsonl or compare equal to printed output.
@@ -181,6 +185,26 @@ def _check_keys(node, allowed: dict, required, what: str, errors: _Errors) -> di
 def parse_problem(text: str, file: str = "<string>") -> Problem:
     """Parse and validate one problem file; raise ProblemError listing every problem found."""
     errors = _Errors(file)
+    root = _compose(text, file)
+    data = _construct(root, errors)
+    items = _check_keys(root, TOP_KEYS, REQUIRED, "a problem set", errors)
+    errors.raise_any()  # what follows needs a mapping that has every required key
+    fields = _typed_fields(data, items, errors)
+    _check_values(fields, items, errors)
+    turns = _parse_turns(fields.get("turns", []), items["turns"][1], errors)
+    tests = _parse_tests(fields.get("tests", []), items["tests"][1], errors)
+    # Unused inputs are judged only against a complete list of prompts; otherwise they are noise.
+    every_turn = 0 < len(turns) == len(fields.get("turns", []))
+    _check_inputs(turns, tests, every_turn, errors)
+    errors.raise_any()
+    return Problem(id=fields["id"], name=fields["name"], category=fields["category"],
+                   description=fields.get("description", ""),
+                   max_gen_length=fields.get("max_gen_length", DEFAULT_MAX_GEN_LENGTH),
+                   turns=tuple(t for t, _ in turns), tests=tuple(t for t, _, _ in tests), path=file)
+
+
+def _compose(text: str, file: str):
+    """The YAML node tree; malformed or empty YAML stops here, as nothing else can be checked."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
@@ -190,95 +214,107 @@ def parse_problem(text: str, file: str = "<string>") -> Problem:
                             "fix the syntax (quote strings that contain ': ' or start with special characters)"])
     if root is None:
         raise ProblemError([f"{file}:1: the file is empty: start from `mtpb problems new NAME`"])
-    data = _construct(root, errors)
-    items = _check_keys(root, TOP_KEYS, REQUIRED, "a problem set", errors)
-    if errors.items:
-        raise ProblemError([m for _, m in sorted(errors.items)])
+    return root
 
-    def get(key, default=None):
-        value = data.get(key, default)
+
+def _typed_fields(data: dict, items: dict, errors: _Errors) -> dict:
+    """The top-level values of the type TOP_KEYS asks for; any other is an error and left out, so
+    later checks see only well-typed values (one error per mistake, not a second about its sign)."""
+    fields = {}
+    for key, value in data.items():
+        if key == "description" and value is None:  # `description:` with nothing after it is empty
+            continue
         expected = TOP_KEYS[key]
-        if key in data and (not isinstance(value, expected) or isinstance(value, bool)):
+        if not isinstance(value, expected) or isinstance(value, bool):
             errors.add(items[key][1], f"{key!r} must be {_type_name(expected)}, not {type(value).__name__}")
-            return default
-        return value
+            continue
+        fields[key] = value
+    return fields
 
-    pid = get("id")  # None when mistyped: that error is enough, no second one about its sign
+
+def _check_values(fields: dict, items: dict, errors: _Errors) -> None:
+    """Top-level values of the right type that are still wrong."""
+    pid = fields.get("id")
     if pid is not None and pid <= 0:
         errors.add(items["id"][1], "'id' must be a positive integer")
-    category = get("category", "")
+    category = fields.get("category", "")
     if category and category not in CATEGORIES:
         errors.add(items["category"][1], f"unknown category {category!r}: use one of {', '.join(CATEGORIES)}")
-    max_gen_length = get("max_gen_length", DEFAULT_MAX_GEN_LENGTH)
-    if "max_gen_length" in items and not 1 <= max_gen_length <= 2048:
+    if "max_gen_length" in fields and not 1 <= fields["max_gen_length"] <= 2048:
         errors.add(items["max_gen_length"][1], "'max_gen_length' must be between 1 and 2048 tokens")
-    name = get("name")
+    name = fields.get("name")
     if name is not None and not name.strip():
         errors.add(items["name"][1], "'name' must not be empty")
 
+
+def _parse_turns(raw: list, node, errors: _Errors) -> list[tuple[Turn, Any]]:
+    """(turn, its node) for each well-formed turn; the node gives later errors their line."""
+    if isinstance(node, yaml.SequenceNode) and not raw:
+        errors.add(node, "'turns' is empty: a problem set needs at least one turn")
     turns = []
-    turns_node = items["turns"][1]
-    for i, (turn, node) in enumerate(zip(get("turns", []), getattr(turns_node, "value", []))):
-        titems = _check_keys(node, TURN_KEYS, ("prompt",), f"turn {i + 1}", errors)
+    for i, (turn, turn_node) in enumerate(zip(raw, getattr(node, "value", []))):
+        titems = _check_keys(turn_node, TURN_KEYS, ("prompt",), f"turn {i + 1}", errors)
         if not titems:
             continue
         for key in TURN_KEYS:
             if key in turn and not isinstance(turn[key], str):
                 errors.add(titems[key][1], f"turn {i + 1}: {key!r} must be a string (quote it)")
         if isinstance(turn.get("prompt"), str) and isinstance(turn.get("solution", ""), str):
-            turns.append((Turn(turn["prompt"], turn.get("solution")), node))
-    if "turns" in data and isinstance(data["turns"], list) and not data["turns"]:
-        errors.add(turns_node, "'turns' is empty: a problem set needs at least one turn")
-    # Unused inputs are judged only against a complete list of prompts; otherwise they are noise.
-    turns_ok = isinstance(data["turns"], list) and 0 < len(turns) == len(data["turns"])
-    description = get("description", "") if data.get("description") is not None else ""  # `description:` is empty
+            turns.append((Turn(turn["prompt"], turn.get("solution")), turn_node))
+    return turns
 
+
+def _parse_tests(raw: list, node, errors: _Errors) -> list[tuple[TestCase, Any, int]]:
+    """(test, its node, its 1-based number) for each well-formed test."""
+    if isinstance(node, yaml.SequenceNode) and len(raw) != N_TESTS:
+        errors.add(node, f"{len(raw)} tests: a problem set has exactly {N_TESTS}")
     tests = []
-    tests_node = items["tests"][1]
-    raw_tests = get("tests", [])
-    if isinstance(tests_node, yaml.SequenceNode) and len(raw_tests) != N_TESTS:
-        errors.add(tests_node, f"{len(raw_tests)} tests: a problem set has exactly {N_TESTS}")
-    for i, (test, node) in enumerate(zip(raw_tests, getattr(tests_node, "value", []))):
-        titems = _check_keys(node, TEST_KEYS, ("inputs", "output"), f"test {i + 1}", errors)
-        if not titems:
-            continue
-        if not isinstance(test.get("inputs"), dict):
-            errors.add(titems["inputs"][1], f"test {i + 1}: 'inputs' must be a mapping of variable names to values")
-            continue
-        # A test with a bad name is left out of the checks below: they sort names, so need strings.
-        # Keys and nodes pair up in order: a duplicate or unhashable key would have stopped us already.
-        bad = [(k, kn) for k, (kn, _) in zip(test["inputs"], titems["inputs"][1].value)
-               if not (isinstance(k, str) and k.isidentifier())]
-        for k, key_node in bad:
-            errors.add(key_node, f"test {i + 1}: input name {k!r} must be an identifier string, "
-                                 "like text or max_len (letters, digits, _; not starting with a digit)")
-        if "unused_inputs" in test and not isinstance(test["unused_inputs"], dict):
-            errors.add(titems["unused_inputs"][1], f"test {i + 1}: 'unused_inputs' must be a mapping")
-            continue
-        if not bad:
-            tests.append((TestCase(test["inputs"], test.get("output"), test.get("unused_inputs")), node, i + 1))
+    for number, (test, test_node) in enumerate(zip(raw, getattr(node, "value", [])), 1):
+        case = _parse_test(test, test_node, number, errors)
+        if case is not None:
+            tests.append((case, test_node, number))
+    return tests
 
-    if tests:
-        names, first = set(tests[0][0].inputs), tests[0][2]
-        for test, node, number in tests[1:]:
-            if set(test.inputs) != names:
-                errors.add(node, f"test {number} has inputs {sorted(test.inputs)} but test {first} has "
-                                 f"{sorted(names)}: every test binds the same variables")
-        used = set()
-        for i, (turn, node) in enumerate(turns):
-            for var in placeholders(turn.prompt):
-                if var not in names:
-                    errors.add(node, f"turn {i + 1}: placeholder {{{var}}} is not an input variable "
-                                     f"(inputs: {', '.join(sorted(names)) or 'none'}); write {{{{{var}}}}} for a literal brace")
-            used |= placeholders(turn.prompt)
-        for var in sorted(names - used) if turns_ok else ():
-            errors.add(tests[0][1], f"input {var!r} is never used in any prompt: use it as {{{var}}} or remove it")
 
-    if errors.items:
-        raise ProblemError([m for _, m in sorted(errors.items)])
-    return Problem(id=pid, name=name, category=category, description=description,
-                   max_gen_length=max_gen_length, turns=tuple(t for t, _ in turns),
-                   tests=tuple(t for t, _, _ in tests), path=file)
+def _parse_test(test: dict, node, number: int, errors: _Errors) -> TestCase | None:
+    titems = _check_keys(node, TEST_KEYS, ("inputs", "output"), f"test {number}", errors)
+    if "inputs" not in titems:  # no mapping, or no inputs: already an error, and nothing below can be checked
+        return None
+    if not isinstance(test.get("inputs"), dict):
+        errors.add(titems["inputs"][1], f"test {number}: 'inputs' must be a mapping of variable names to values")
+        return None
+    # A test with a bad name is left out of the checks that follow: they sort names, so need strings.
+    # Keys and nodes pair up in order: a duplicate or unhashable key would have stopped us already.
+    bad = [(k, kn) for k, (kn, _) in zip(test["inputs"], titems["inputs"][1].value)
+           if not (isinstance(k, str) and k.isidentifier())]
+    for k, key_node in bad:
+        errors.add(key_node, f"test {number}: input name {k!r} must be an identifier string, "
+                             "like text or max_len (letters, digits, _; not starting with a digit)")
+    if "unused_inputs" in test and not isinstance(test["unused_inputs"], dict):
+        errors.add(titems["unused_inputs"][1], f"test {number}: 'unused_inputs' must be a mapping")
+        return None
+    return None if bad else TestCase(test["inputs"], test.get("output"), test.get("unused_inputs"))
+
+
+def _check_inputs(turns: list, tests: list, every_turn: bool, errors: _Errors) -> None:
+    """Every test binds the same variables, every placeholder is one of them, and (judged only
+    against the complete list of turns) every one of them is used by some prompt."""
+    if not tests:
+        return
+    names, first = set(tests[0][0].inputs), tests[0][2]
+    for test, node, number in tests[1:]:
+        if set(test.inputs) != names:
+            errors.add(node, f"test {number} has inputs {sorted(test.inputs)} but test {first} has "
+                             f"{sorted(names)}: every test binds the same variables")
+    used = set()
+    for i, (turn, node) in enumerate(turns):
+        for var in placeholders(turn.prompt):
+            if var not in names:
+                errors.add(node, f"turn {i + 1}: placeholder {{{var}}} is not an input variable "
+                                 f"(inputs: {', '.join(sorted(names)) or 'none'}); write {{{{{var}}}}} for a literal brace")
+        used |= placeholders(turn.prompt)
+    for var in sorted(names - used) if every_turn else ():
+        errors.add(tests[0][1], f"input {var!r} is never used in any prompt: use it as {{{var}}} or remove it")
 
 
 def load_problem(path: str | Path) -> Problem:

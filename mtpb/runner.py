@@ -8,17 +8,16 @@ directory skips what is done, and executes samples whose results were lost.
 from __future__ import annotations
 
 import hashlib
-import itertools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-from mtpb import __version__, prompts
+from mtpb import __version__
 from mtpb.backends.base import Request, SamplingParams
 from mtpb.problems import Problem, problem_from_record, problem_record, problems_digest
-from mtpb.rundir import PROBLEMS_FILE, JsonlWriter, RunDirError, load_json, now, read_jsonl, repair_tail, \
-    write_json_atomic, write_jsonl_atomic
-from mtpb.scoring import verdict
+from mtpb.prompts import STOP_STRINGS, Conversation
+from mtpb.rundir import JsonlWriter, RunDir, RunDirError, chunks, now, read_jsonl
+from mtpb.scoring import result_record
 from mtpb.summary import write_summary
 
 # Settings that make samples of two invocations incomparable: a resumed run must keep them.
@@ -57,15 +56,15 @@ def item_seed(seed: int, problem_id: int, test_index: int, sample_index: int) ->
 
 class Runner:
     def __init__(self, config: RunConfig, out: Path, backend, sandbox, problems: list[Problem], progress=None):
-        self.config, self.out, self.backend, self.sandbox = config, Path(out), backend, sandbox
+        self.config, self.dir, self.backend, self.sandbox = config, RunDir(out), backend, sandbox
         self.problems = {p.id: p for p in problems}
-        self.progress = progress  # an object with .start(total, done) and .advance(kind, count)
+        self.progress = progress  # an object with .start(total, done) and .advance(count)
         self.params = SamplingParams(temperature=config.temperature, top_p=config.top_p, mode=config.mode,
-                                     stop=prompts.STOP_STRINGS)
+                                     stop=STOP_STRINGS)
 
     # ------------------------------------------------------------------ manifest
     def _manifest(self) -> dict:
-        path = self.out / "run.json"
+        path = self.dir.manifest
         described = self.backend.describe() if hasattr(self.backend, "describe") else {}
         fresh = {"harness": "mtpb", "harness_version": __version__,
                  "problems_digest": problems_digest(self.problems.values()),
@@ -75,9 +74,9 @@ class Runner:
                  "parameters": described.get("parameters"), "backend_info": described,
                  "sandbox": getattr(self.sandbox, "name", None),
                  "problem_ids": sorted(self.problems), "started": now(), "finished": None}
-        if not path.exists():
+        old = self.dir.read_manifest()
+        if old is None:
             return fresh
-        old = load_json(path)
         for key in PINNED:
             if old.get(key) != fresh.get(key):
                 raise RunDirError(f"{path} holds a run with {key}={old.get(key)!r}, not {fresh.get(key)!r}: "
@@ -100,35 +99,30 @@ class Runner:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict:
-        new = not (self.out / "run.json").exists()
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise RunDirError(f"--out {self.out}: cannot create the folder ({e.strerror or e}): "
-                              "give a folder path you can write to") from None
+        new = not self.dir.manifest.exists()
+        self.dir.create()
         manifest = self._manifest()
         # everything is read and checked before run.json is touched: a refused resume changes nothing
-        for name in ("samples.jsonl", "results.jsonl"):
-            repair_tail(self.out / name)  # a line torn by kill -9 is dropped and redone
-        sampled, executed = self._keys("samples.jsonl"), self._keys("results.jsonl")
+        self.dir.repair()  # a line torn by kill -9 is dropped and redone
+        sampled, executed = self._keys(self.dir.samples), self._keys(self.dir.results)
         records = self._problem_records()
-        write_json_atomic(self.out / "run.json", manifest)
-        write_jsonl_atomic(self.out / PROBLEMS_FILE, records)
+        self.dir.write_manifest(manifest)
+        self.dir.write_problems(records)
         try:
             self._loop(sampled, executed)
         except BaseException:
-            if new:
-                self._forget_empty_run()
+            if new:  # failed before its first sample (a backend refusing the mode, say): the --out stays free
+                self.dir.discard_if_unused()
             raise
         manifest["finished"] = now()
-        write_json_atomic(self.out / "run.json", manifest)
+        self.dir.write_manifest(manifest)
         # breakdowns over every problem of the run, those of earlier invocations (other --ids) too
-        return write_summary(self.out, {**{p.id: p for p in map(problem_from_record, records)}, **self.problems})
+        return write_summary(self.dir, {**{p.id: p for p in map(problem_from_record, records)}, **self.problems})
 
     def _problem_records(self) -> list[dict]:
         """problems.jsonl as it will be: what earlier invocations recorded, updated with this one's problems
         (their digests were checked against run.json already, so only names and categories can change)."""
-        path, records = self.out / PROBLEMS_FILE, {}
+        path, records = self.dir.problems, {}
         for number, record in read_jsonl(path):
             try:
                 problem_from_record(record)
@@ -140,18 +134,8 @@ class Runner:
         records.update({p.id: problem_record(p) for p in self.problems.values()})
         return [records[pid] for pid in sorted(records)]
 
-    def _forget_empty_run(self):
-        """A new run that failed before its first sample (say, a backend refusing the mode) leaves no
-        run.json behind, so the corrected command can use the same --out."""
-        files = [self.out / n for n in ("run.json", "samples.jsonl", "results.jsonl")]
-        if any(f.exists() and f.stat().st_size for f in files[1:]):
-            return
-        files.append(self.out / PROBLEMS_FILE)
-        for f in files:
-            f.unlink(missing_ok=True)
-
-    def _keys(self, name: str) -> set:
-        path, keys = self.out / name, set()
+    def _keys(self, path: Path) -> set:
+        keys = set()
         for number, record in read_jsonl(path):
             try:
                 keys.add(self._key(record))
@@ -165,16 +149,15 @@ class Runner:
         todo_items = [k for k in all_keys if k not in sampled]
         if self.progress:
             self.progress.start(len(all_keys), sum(k in executed for k in all_keys))
-        samples = JsonlWriter(self.out / "samples.jsonl")
-        results = JsonlWriter(self.out / "results.jsonl")
+        samples, results = JsonlWriter(self.dir.samples), JsonlWriter(self.dir.results)
         try:
             # samples whose programs were never executed (a crash between the two steps)
-            orphans = (r for _, r in read_jsonl(self.out / "samples.jsonl")
+            orphans = (r for _, r in read_jsonl(self.dir.samples)
                        if self._key(r) not in executed and self._key(r)[0] in self.problems)
-            for batch in _chunks(orphans, 64):
+            for batch in chunks(orphans, 64):
                 self._execute(batch, results)
             todo = (Item(self.problems[p], t, s) for p, t, s in todo_items)
-            for batch in _chunks(todo, self._batch_size()):
+            for batch in chunks(todo, self._batch_size()):
                 records = self._generate(batch)
                 for record in records:
                     samples.write(record)
@@ -199,59 +182,30 @@ class Runner:
 
     # ------------------------------------------------------------------ generation
     def _generate(self, items: list[Item]) -> list[dict]:
-        mode = self.config.mode
-        states = []
-        for item in items:
-            test = item.problem.tests[item.test_index]
-            states.append({"item": item, "prompts": item.problem.prompts(test),
-                           "solutions": item.problem.solutions(test), "context": prompts.PREFIX,
-                           "messages": [], "turns": []})
-        if mode == "single":
-            for st in states:
-                st["prompts"] = [prompts.single_prompt(st["prompts"])]
-                if st["solutions"] is not None:
-                    st["solutions"] = ["\n".join(st["solutions"])]
-        n_turns = max(len(st["prompts"]) for st in states)
-        for turn in range(n_turns):
-            active = [st for st in states if turn < len(st["prompts"])]
-            requests = [self._request(st, turn) for st in active]
+        talks = [(item, self._conversation(item)) for item in items]
+        # one generate call per turn index, over the conversations that still have that turn
+        while live := [(item, talk) for item, talk in talks if not talk.done]:
+            requests = [self._request(item, talk) for item, talk in live]
             completions = self.backend.generate(requests, self.params)
             if len(completions) != len(requests):
                 raise RunDirError(f"backend returned {len(completions)} completions for {len(requests)} requests")
-            for st, raw in zip(active, completions):
-                self._advance(st, turn, raw)
-        return [self._sample_record(st) for st in states]
+            for (_, talk), raw in zip(live, completions):
+                talk.add(raw)
+        return [self._sample_record(item, talk) for item, talk in talks]
 
-    def _request(self, st: dict, turn: int) -> Request:
-        item, prompt = st["item"], st["prompts"][turn]
-        budget = self.config.max_gen_length or item.problem.max_gen_length
-        if self.config.mode == "single":
-            budget = prompts.single_budget(budget, len(item.problem.turns))
-        solution = st["solutions"][turn] if st["solutions"] is not None else None
-        if self.config.mode == "chat":
-            st["messages"].append({"role": "user", "content": prompt})
-        return Request(context=st["context"] + (prompts.wrap_prompt(prompt) if self.config.mode != "chat" else ""),
-                       max_tokens=budget, seed=item_seed(self.config.seed, *item.key),
+    def _conversation(self, item: Item) -> Conversation:
+        test = item.problem.tests[item.test_index]
+        return Conversation(self.config.mode, item.problem.prompts(test), item.problem.solutions(test),
+                            self.config.max_gen_length or item.problem.max_gen_length)
+
+    def _request(self, item: Item, talk: Conversation) -> Request:
+        return Request(context=talk.context, max_tokens=talk.max_tokens, seed=item_seed(self.config.seed, *item.key),
                        problem_id=item.problem.id, test_index=item.test_index, sample_index=item.sample_index,
-                       turn_index=turn, solution=solution if self.config.mode != "chat" else
-                       (None if solution is None else f"```python\n{solution}\n```"),
-                       messages=tuple(st["messages"]))
+                       turn_index=talk.turn_index, solution=talk.solution, messages=talk.messages)
 
-    def _advance(self, st: dict, turn: int, raw: str):
-        prompt = st["prompts"][turn]
-        if self.config.mode == "chat":
-            st["messages"].append({"role": "assistant", "content": raw})
-            completion = prompts.extract_code(raw)
-            st["context"] += completion + "\n\n"
-        else:
-            completion = prompts.truncate(raw, self.config.mode)
-            st["context"] += prompts.wrap_prompt(prompt) + completion + "\n\n"
-        st["turns"].append({"prompt": prompt, "raw": raw, "completion": completion})
-
-    def _sample_record(self, st: dict) -> dict:
-        item = st["item"]
+    def _sample_record(self, item: Item, talk: Conversation) -> dict:
         return {"problem_id": item.problem.id, "test_index": item.test_index, "sample_index": item.sample_index,
-                "mode": self.config.mode, "turns": st["turns"], "program": st["context"]}
+                "mode": self.config.mode, "turns": talk.turns, "program": talk.program}
 
     # ------------------------------------------------------------------ execution
     def _execute(self, records: list[dict], results: JsonlWriter):
@@ -263,17 +217,3 @@ class Runner:
         results.checkpoint()
         if self.progress:
             self.progress.advance(len(records))
-
-
-def result_record(record: dict, reply: dict, expected, scoring: str) -> dict:
-    v = verdict(reply, expected, scoring)
-    return {"problem_id": record.get("problem_id"), "test_index": record.get("test_index"),
-            "sample_index": record.get("sample_index"), "status": v.status, "passed": v.passed,
-            "printed": v.printed, "expected": repr(expected), "error": v.error,
-            "seconds": reply.get("seconds"), "stdout": (reply.get("stdout") or "")[:1000]}
-
-
-def _chunks(iterable, size: int):
-    it = iter(iterable)
-    while batch := list(itertools.islice(it, size)):
-        yield batch

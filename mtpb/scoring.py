@@ -1,4 +1,4 @@
-"""Verdicts: the original check_equivalence (rule set `original`), its fixed form (`mtpb`), pass@k.
+"""Verdicts: the original check_equivalence (rule set `original`), its fixed form (`mtpb`), results lines.
 
 The sandbox reports the printed value as tagged JSON (sandbox/executor_value.py); here it is decoded
 and compared with the expected output, which never enters the sandbox. See docs/scoring.md for every
@@ -6,7 +6,6 @@ difference between the two rule sets.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,22 +195,10 @@ def _verdict(reply: dict, expected, rules: str) -> Verdict:
     return Verdict("passed" if passed else "failed", passed, printed, exception)
 
 
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased estimator 1 - C(n-c, k) / C(n, k) (Chen et al. 2021), stable product form."""
-    if k > n:
-        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
-
-
-def ks_for(n: int) -> list[int]:
-    """The k values reported for n samples: 1, 5, 10, 100 where n allows."""
-    return [k for k in (1, 5, 10, 100) if k <= n]
-
-
-def pass_rate(per_problem: dict[int, tuple[int, int]]) -> float:
-    """The paper's metric: mean over problems of (passed programs / programs), in percent."""
-    if not per_problem:
-        return math.nan
-    return 100.0 * sum(c / n for n, c in per_problem.values()) / len(per_problem)
+def result_record(sample: dict, reply: dict, expected, rules: str) -> dict:
+    """The results.jsonl line of one executed program (`mtpb run` and `mtpb execute` write this one)."""
+    v = verdict(reply, expected, rules)
+    return {"problem_id": sample.get("problem_id"), "test_index": sample.get("test_index"),
+            "sample_index": sample.get("sample_index"), "status": v.status, "passed": v.passed,
+            "printed": v.printed, "expected": repr(expected), "error": v.error,
+            "seconds": reply.get("seconds"), "stdout": (reply.get("stdout") or "")[:1000]}

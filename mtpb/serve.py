@@ -33,7 +33,8 @@ from pathlib import Path
 
 import click
 
-from mtpb.prompts import PREFIX, extract_code
+from mtpb.paths import tiny_checkpoint
+from mtpb.prompts import served_chat_context
 from mtpb.serve_batcher import Batcher, Job, Output
 
 MAX_BODY = 32 << 20
@@ -64,24 +65,20 @@ class Sampling:
 
 # ------------------------------------------------------------------------------------ requests
 def render_chat(messages) -> str:
-    """The MTPB multi-turn context for a conversation (see the module docstring)."""
+    """The MTPB multi-turn context for a conversation (see the module docstring), from checked messages."""
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty list", "messages")
-    context = PREFIX
+    turns = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or "role" not in message:
             raise ApiError(400, f"messages[{i}] must be an object with a role", "messages")
         role, text = message["role"], _content(message.get("content"), i)
-        if role in ("system", "developer"):
-            continue
-        if role == "user":
-            context += "".join(f"# {line}".rstrip(" ") + "\n" for line in text.splitlines() or [""])
-        elif role == "assistant":
-            context += extract_code(text) + "\n\n"
-        else:
+        if role in ("user", "assistant"):
+            turns.append((role, text))
+        elif role not in ("system", "developer"):   # a base model cannot follow instructions: dropped
             raise ApiError(400, f"messages[{i}]: role {role!r} is not supported (system, user, assistant)",
                            "messages")
-    return context
+    return served_chat_context(turns)
 
 
 def _content(content, i: int) -> str:
@@ -352,15 +349,6 @@ class Server:
         self.close()
 
 
-def load_engine(model: str | None, device: str | None, dtype: str | None, batch_size: int,
-                max_length: int | None, top_k: int, decode: str | None = None):
-    """(engine, facts) through the codegen backend's loader; torch is imported here, not at import."""
-    from mtpb.backends.codegen import CodeGenBackend
-    backend = CodeGenBackend(model=model, device=device, dtype=dtype, batch_size=batch_size,
-                             max_length=max_length, top_k=top_k, decode=decode)
-    return backend.engine, backend.describe()
-
-
 def engine_runner(engine):
     from mtpb.engine.generate import GenerationRequest
 
@@ -376,9 +364,14 @@ def start_server(model: str | None = None, host: str = "127.0.0.1", port: int = 
                  dtype: str | None = None, batch_size: int = 16, max_length: int | None = None, top_k: int = 50,
                  served_model_name: str | None = None, api_key: str | None = None,
                  decode: str | None = None) -> Server:
-    """Load the model, bind the address; call serve_forever() or start() on the result."""
-    engine, info = load_engine(model, device, dtype, batch_size, max_length, top_k, decode)
-    name = served_model_name or model or Path(info["model"]).name
+    """Load the model, bind the address; call serve_forever() or start() on the result.
+    A bad option or checkpoint raises mtpb.engine.load.EngineError."""
+    from mtpb.engine.load import load_engine   # torch is imported here, not when the CLI starts
+    checkpoint = str(model or tiny_checkpoint())
+    engine = load_engine(checkpoint, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
+                         top_k=top_k, decode=decode)
+    info = {"model": checkpoint, **engine.describe()}
+    name = served_model_name or model or Path(checkpoint).name
     batcher = Batcher(engine_runner(engine), max_batch=batch_size)
     try:
         httpd = HTTPServer((host, port), Handler)
@@ -408,12 +401,12 @@ def start_server(model: str | None = None, host: str = "127.0.0.1", port: int = 
 def serve_command(model, host, port, device, dtype, batch_size, max_length, top_k, decode, served_model_name,
                   api_key):
     """Serve a CodeGen checkpoint over an OpenAI-compatible API (completions and chat)."""
-    from mtpb.backends.base import BackendError
+    from mtpb.engine.load import EngineError
     try:
         server = start_server(model, host, port, device, dtype, batch_size, max_length, top_k,
                               served_model_name, api_key, decode)
-    except BackendError as e:   # the backend's messages name -B options; here they are --options
-        raise click.ClickException(str(e).replace("-B ", "--")) from None
+    except EngineError as e:
+        raise click.ClickException(f"--{e.option.replace('_', '-')} {e.value}: {e}" if e.option else str(e)) from None
     except OSError as e:
         raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:

@@ -10,9 +10,9 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from mtpb import prompts
 from mtpb.importer import is_imported
 from mtpb.problems import Problem
+from mtpb.prompts import MULTI, Conversation
 from mtpb.scoring import verdict
 
 # A quoted file name with a data file's extension, as in read_csv('./datasets/melb_data.csv').
@@ -73,15 +73,14 @@ def missing_solutions(problems: list[Problem]) -> list[str]:
 def reference_program(problem: Problem, test_index: int) -> tuple[str, list[str]]:
     """The multi-turn program the reference backend produces, and any turn truncation would cut."""
     test = problem.tests[test_index]
-    program, cut = prompts.PREFIX, []
-    for i, (prompt, solution) in enumerate(zip(problem.prompts(test), problem.solutions(test)), start=1):
-        kept = prompts.truncate(solution)
+    talk, cut = Conversation(MULTI, problem.prompts(test), problem.solutions(test)), []
+    for i, solution in enumerate(talk.solutions, start=1):
+        kept = talk.add(solution)   # the reference backend's reply is the solution itself
         if kept != solution:
             cut.append(f"{problem.path}: turn {i}'s solution is cut by the MTPB truncation rules "
                        f"(a column-0 '#', quotes, a second top-level print/def or two blank lines) "
                        f"after {kept[-40:]!r}: restructure it")
-        program += prompts.wrap_prompt(prompt) + kept + "\n\n"
-    return program, cut
+    return talk.program, cut
 
 
 def execute_references(problems: list[Problem], sandbox) -> dict:

@@ -40,7 +40,7 @@ SHIELDED = [s for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIG
                         signal.SIGUSR2, signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO,
                         signal.SIGPWR, signal.SIGTRAP, signal.SIGSYS, signal.SIGXCPU)]
 UNPRIVILEGED = 65534
-LIMITS = {  # defaults; the host may override them per executor with --limits JSON
+LIMITS = {  # defaults; the host overrides them per executor in the "limits" of its JSON argument
     "memory_mb": 1024,     # address space on top of what the executor itself maps
     "nproc": 64,           # processes of the sandbox user on top of those alive at start
     "fsize_mb": 16,

@@ -19,7 +19,9 @@ fi
 home=$(mktemp -d "${TMPDIR:-/tmp}/mtpb-user.XXXXXX")   # mode 0700: the sandbox's uid cannot look inside
 trap 'rm -rf "$home"' EXIT
 python3 -m venv "$home/venv"
-"$home/venv/bin/python" -m pip install -q "$repo"
+# from a copy, as from a fresh clone: a build/ left in the checkout by an earlier build cannot leak in
+tar -C "$repo" --exclude=./.git --exclude=./build --exclude='*.egg-info' --exclude=./runs -cf - . | (mkdir "$home/src" && tar -C "$home/src" -xf -)
+"$home/venv/bin/python" -m pip install -q "$home/src"
 cd "$home"
 "$home/venv/bin/mtpb" run --backend reference --sandbox process --out runs/demo | tee main_job.out
 grep -q "^pass rate 100.00% over 115 problems, 575 programs" main_job.out || {

@@ -436,8 +436,8 @@ def _executor_pids(sandbox) -> list[int]:
     """Host pids of the executors: below bwrap for the process sandbox, in the container for docker."""
     found = []
     if sandbox.name == "docker":
-        ids = [docker("inspect", "--format", "{{.Id}}", c.name, check=False).strip()
-               for c in sandbox.clients if c.sock is not None]
+        ids = [docker("inspect", "--format", "{{.Id}}", c.transport.name, check=False).strip()
+               for c in sandbox.clients if c.transport.sock is not None]
         for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
             try:
                 cgroup, stat = Path(f"/proc/{pid}/cgroup").read_text(), Path(f"/proc/{pid}/stat").read_text()
@@ -447,7 +447,7 @@ def _executor_pids(sandbox) -> list[int]:
             if any(i and i in cgroup for i in ids) and _is_executor(pid) and not _is_executor(parent):
                 found.append(pid)
         return found
-    todo = [client.proc.pid for client in sandbox.pool.clients if client.proc is not None]
+    todo = [c.transport.proc.pid for c in sandbox.pool.clients if c.transport.proc is not None]
     while todo:
         pid = todo.pop()
         if _is_executor(pid):

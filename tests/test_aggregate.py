@@ -4,12 +4,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from mtpb import aggregate
-from mtpb.aggregate import bootstrap_ci, breakdown, by_mode, difficulty_of, mode_pairs, summary_table
+from mtpb.aggregate import breakdown, by_mode, mode_pairs, summary_table
 from mtpb.comparison import load_comparison
+from mtpb.metrics import bootstrap_ci, difficulty_of
 from tests.fixtures.reports import runs
 
 
@@ -98,18 +97,6 @@ def test_mode_breakdown_and_pairs(cmp):
     assert (pair["ci_low"], pair["ci_high"]) == pytest.approx(bootstrap_ci([40, 10, 40, 0, 10]))
 
 
-def test_bootstrap_ci_resamples_problems():
-    assert bootstrap_ci([42.0] * 7) == pytest.approx((42.0, 42.0))
-    values = np.array([0.0, 100.0, 50.0, 25.0])
-    rng = np.random.default_rng(aggregate.BOOTSTRAP_SEED)
-    idx = rng.integers(0, 4, size=(aggregate.BOOTSTRAP_SAMPLES, 4))
-    means = values[idx].mean(axis=1)
-    assert bootstrap_ci(values) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
-    low, high = bootstrap_ci(values)
-    assert 0 <= low < values.mean() < high <= 100
-    assert all(math.isnan(x) for x in bootstrap_ci([]))
-
-
 def test_overall_ci_is_over_per_problem_rates(cmp):
     table = summary_table(cmp).set_index("run")
     assert (table.at["A", "ci_low"], table.at["A", "ci_high"]) == pytest.approx(
@@ -119,7 +106,7 @@ def test_overall_ci_is_over_per_problem_rates(cmp):
 def test_importing_is_light():
     import subprocess
     import sys
-    code = ("import sys, mtpb.aggregate, mtpb.comparison, mtpb.report; "
+    code = ("import sys, mtpb.aggregate, mtpb.comparison, mtpb.metrics, mtpb.report; "
             "bad = [m for m in ('pandas', 'jinja2', 'torch', 'docker') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mtpb import comparison
 from mtpb.aggregate import summary_table
-from mtpb.comparison import RunDataError, load_comparison
+from mtpb.comparison import load_comparison
+from mtpb.rundir import RunDirError, read_jsonl
 from tests.fixtures.reports import runs
 
 
@@ -58,8 +58,8 @@ def test_malformed_lines_are_skipped_counted_and_named(report_runs):
     warning = next(w for w in cmp.warnings if "malformed" in w)
     assert f"{results}:51" in warning and "2 malformed line(s)" in warning
     assert summary_table(cmp).set_index("run").at["A", "pass_rate"] == pytest.approx(50.0)
-    with pytest.raises(RunDataError, match=r"results.jsonl:51: not valid JSON"):
-        list(comparison.iter_jsonl(results, [], strict=True))
+    with pytest.raises(RunDirError, match=r"results.jsonl:51: not a JSON line"):
+        list(read_jsonl(results))
 
 
 def test_duplicate_results_keep_the_last(tmp_path):
@@ -81,19 +81,19 @@ def test_incomplete_run_is_reported(tmp_path):
     assert summary_table(cmp)["pass_rate"].iloc[0] == pytest.approx(50.0)
 
 
-def test_bad_run_directories_raise_run_data_error(tmp_path):
-    with pytest.raises(RunDataError, match="no such run directory"):
+def test_bad_run_directories_raise_run_dir_error(tmp_path):
+    with pytest.raises(RunDirError, match="no such run directory"):
         load_comparison([str(tmp_path / "absent")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(RunDataError, match=r"run\.json: missing"):
+    with pytest.raises(RunDirError, match=r"run\.json: missing"):
         load_comparison([str(tmp_path / "empty")])
     (tmp_path / "empty" / "run.json").write_text("{not json")
-    with pytest.raises(RunDataError, match=r"run\.json:1: not readable JSON"):
+    with pytest.raises(RunDirError, match=r"run\.json:1: not readable JSON"):
         load_comparison([str(tmp_path / "empty")])
     (tmp_path / "empty" / "run.json").write_text("{}")
-    with pytest.raises(RunDataError, match=r"results\.jsonl: missing"):
+    with pytest.raises(RunDirError, match=r"results\.jsonl: missing"):
         load_comparison([str(tmp_path / "empty")])
-    with pytest.raises(RunDataError, match="no run directories"):
+    with pytest.raises(RunDirError, match="no run directories"):
         load_comparison([])
 
 

@@ -124,7 +124,7 @@ def test_build_reuses_the_image_for_unchanged_sandbox(docker_ready):
 @pytest.mark.docker
 def test_containers_are_hardened(pool):
     client = pool.clients[0]
-    info = json.loads(docker("inspect", client.name))[0]
+    info = json.loads(docker("inspect", client.transport.name))[0]
     host, config = info["HostConfig"], info["Config"]
     assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
@@ -161,7 +161,7 @@ def test_a_container_is_recycled_after_n_programs(docker_ready):
         for i in range(7):
             reply = box.run([f"print({i})"])[0]
             assert verdict(reply, i, "mtpb").passed
-            names.append(box.clients[0].name)
+            names.append(box.clients[0].transport.name)
         # retire() runs after the program that fills the quota, so the name shown has moved on
         # the quota is checked after each program; the replacement starts with the next one
         a, b, c = names[0], names[3], names[6]
@@ -174,10 +174,10 @@ def test_a_container_is_recycled_after_n_programs(docker_ready):
 @pytest.mark.docker
 def test_a_container_is_recycled_after_a_killed_program(pool):
     client = pool.clients[0]
-    before = client.name
+    before = client.transport.name
     reply = pool.run(["while True:\n    pass"])[0]
     assert verdict(reply, 1, "mtpb").status == "timeout"
-    assert client.sock is None, "the container that ran a killed program is retired at once"
+    assert client.transport.sock is None, "the container that ran a killed program is retired at once"
     assert wait_for(lambda: before not in pool.containers(), 30)
     assert verdict(pool.run(["print(5)"])[0], 5, "mtpb").passed
 
@@ -198,7 +198,7 @@ def _kill_during(box, kills: int, action: str = "kill", delay: float = 0.3):
         deadline = time.monotonic() + 60
         while len(done) < kills and time.monotonic() < deadline:
             client = box.clients[0]
-            name = client.name if client.sock is not None else None
+            name = client.transport.name if client.transport.sock is not None else None
             if name and name not in seen and _program_running(name):
                 seen.add(name)
                 time.sleep(delay)
@@ -223,7 +223,7 @@ def test_a_killed_container_is_replaced_and_its_program_retried(docker_ready):
     try:
         reply, killed = _run_killing(box, 1)
         assert killed and verdict(reply, 42, "mtpb").passed, reply
-        assert box.clients[0].name != killed[0]
+        assert box.clients[0].transport.name != killed[0]
         assert wait_for(lambda: killed[0] not in box.containers(), 30)
     finally:
         box.close()

@@ -35,6 +35,7 @@ def test_rendering_matches_str_format_and_leaves_other_braces():
     (("category: string", "category: strings"), "unknown category 'strings'", 3),
     (("{text: abba}", "{text: abba, extra: 1}"), "test 4 has inputs ['extra', 'text']", 17),
     (("turns:\n", "turns:\n  - solution: x = 1\n"), "turn 1 lacks the required key 'prompt'", 6),
+    (("  - inputs: {text: a}\n", "  -\n"), "test 2 lacks the required key 'inputs'", 14),
 ])
 def test_each_error_names_line_and_fix(edit, message, line):
     errors = errors_of(DEMO.lstrip().replace(*edit))

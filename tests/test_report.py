@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from mtpb.comparison import RunDataError
-from mtpb.report import fmt_params, heat_color, print_summary, write_report
+from mtpb.charts import heat_color
+from mtpb.formatting import fmt_params
+from mtpb.report import difficulty_levels_text, write_report
+from mtpb.rundir import RunDirError
+from mtpb.terminal import print_summary
 from tests.fixtures.reports import runs
 
 CHROMIUM = "/usr/bin/chromium"
@@ -98,21 +101,21 @@ def test_output_never_overwrites_anything_but_a_report(tmp_path):
     before = manifest.read_bytes()
     for target, message in ((manifest, "is not an HTML report"), (tmp_path, "is not an HTML report"),
                             (Path(""), "give a file name")):
-        with pytest.raises(RunDataError, match=message):
+        with pytest.raises(RunDirError, match=message):
             write_report(dirs, str(target), [str(problems)])
     assert manifest.read_bytes() == before
     out = tmp_path / "r.html"
     write_report(dirs, str(out), [str(problems)])
     write_report(dirs, str(out), [str(problems)])        # an earlier report is replaced
     (tmp_path / "file").write_text("x")
-    with pytest.raises(RunDataError, match="cannot write the report"):
+    with pytest.raises(RunDirError, match="cannot write the report"):
         write_report(dirs, str(tmp_path / "file" / "r.html"), [str(problems)])
     assert not list(tmp_path.glob("**/*.tmp"))
 
 
 def test_missing_manifest_raises(tmp_path):
     (tmp_path / "run").mkdir()
-    with pytest.raises(RunDataError, match="run.json"):
+    with pytest.raises(RunDirError, match="run.json"):
         write_report([str(tmp_path / "run")], str(tmp_path / "r.html"))
 
 
@@ -144,6 +147,16 @@ def test_formatting_helpers():
     assert [fmt_params(x) for x in (None, 350_000_000, 2_700_000_000, 16_100_000_000, 125_000, 7)] == [
         "—", "350M", "2.7B", "16.1B", "125K", "7"]
     assert heat_color(0)[1] == "#000" and heat_color(100)[1] == "#fff"
+
+
+def test_difficulty_note_is_written_from_the_bins(report):
+    _, html, _, _ = report
+    text = difficulty_levels_text()
+    assert text == "easy ≥ 70%, medium 30–70%, hard below 30%, unsolved 0% in every run"
+    assert text in html
+    # Other bins, other words: the note follows the bins rather than restating them.
+    bins = (("easy", 80.0), ("medium", 40.0), ("hard", 1e-9), ("unsolved", float("-inf")))
+    assert difficulty_levels_text(bins) == "easy ≥ 80%, medium 40–80%, hard below 40%, unsolved 0% in every run"
 
 
 # ---------------------------------------------------------------- in a real browser

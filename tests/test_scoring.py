@@ -1,7 +1,7 @@
 """The two rule sets, end to end through the real executor (process sandbox)."""
 import pytest
 
-from mtpb.scoring import pass_at_k, pass_rate, verdict
+from mtpb.scoring import result_record, verdict
 
 # (program, expected output, status under `original`, status under `mtpb`)
 CASES = {
@@ -59,8 +59,15 @@ def test_statuses_from_limits(process_sandbox):
     assert not verdict(forged, 1, "mtpb").passed  # a forged message on the result channel is not JSON-valid
 
 
-def test_pass_at_k_matches_the_combinatorial_form():
-    from math import comb
-    for n, c, k in [(10, 3, 1), (10, 3, 5), (40, 0, 10), (40, 40, 1), (5, 2, 5)]:
-        assert pass_at_k(n, c, k) == pytest.approx(1 - comb(n - c, k) / comb(n, k))
-    assert pass_rate({1: (5, 5), 2: (5, 0), 3: (10, 5)}) == pytest.approx(50.0)
+
+def test_result_record_is_the_results_line(replies):
+    """The line `mtpb run` and `mtpb execute` both write: the contract's fields, from the verdict."""
+    sample = {"problem_id": 4, "test_index": 1, "sample_index": 2, "program": "print(3)"}
+    line = result_record(sample, replies["int"], 3, "mtpb")
+    assert {k: line[k] for k in ("problem_id", "test_index", "sample_index", "status", "passed", "printed",
+                                 "expected", "error")} == {
+        "problem_id": 4, "test_index": 1, "sample_index": 2, "status": "passed", "passed": True,
+        "printed": "3", "expected": "3", "error": None}
+    assert line["seconds"] >= 0 and "stdout" in line
+    failed = result_record(sample, replies["int"], 4, "mtpb")
+    assert (failed["status"], failed["passed"], failed["expected"]) == ("failed", False, "4")

@@ -130,7 +130,7 @@ def test_concurrent_requests_share_engine_calls_and_match_serial_answers(server)
 
 # ------------------------------------------------------------------------------------ the official client
 def test_official_openai_client(server):
-    openai = pytest.importorskip("openai")
+    import openai  # the dev extra installs it: a missing client is a failure, not a skip
     client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
     assert [m.id for m in client.models.list()] == [NAME]
     done = client.completions.create(model=NAME, prompt=PREFIX, max_tokens=6, temperature=0, seed=1)
@@ -174,6 +174,15 @@ def test_serve_command_starts_on_a_free_port(checkpoint):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_serve_names_its_own_flags_in_option_errors(checkpoint):
+    from click.testing import CliRunner
+
+    from mtpb.serve import serve_command
+    result = CliRunner().invoke(serve_command, ["--model", str(checkpoint), "--device", "cpu", "--decode", "graphs"])
+    assert result.exit_code == 1
+    assert "--decode graphs: needs a CUDA device" in result.output and "-B" not in result.output
 
 
 def test_importing_serve_and_the_backend_does_not_import_torch():

@@ -48,14 +48,10 @@ class BackendError(Exception):
     """A backend cannot go on (bad option, missing model, server refused): shown without a traceback."""
 
 
-def parse_bool(value, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("1", "true", "yes", "on"):
-        return True
-    if str(value).lower() in ("0", "false", "no", "off"):
-        return False
-    raise BackendError(f"-B {name}={value}: expected true or false")
+def engine_error(backend: str, e: Exception) -> BackendError:
+    """An error of mtpb.engine (load.EngineError: plain words, plus the option at fault) in -B terms."""
+    option, value = getattr(e, "option", None), getattr(e, "value", None)
+    return BackendError(f"-B {option}={value}: {e}" if option else f"{backend}: {e}")
 
 
 def parse_number(value, name: str, kind=int, low: float = 0):

@@ -1,9 +1,11 @@
-"""`replay`: completions read back from a samples file (ours, or the original sampler's)."""
+"""`replay`: completions read back from the samples.jsonl of an earlier `mtpb run` (the original
+sampler's files hold whole programs, not turns: score them with `mtpb execute`)."""
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 from mtpb.backends.base import BackendError, Request, SamplingParams
+from mtpb.rundir import RunDirError, read_jsonl
 
 
 class ReplayBackend:
@@ -16,19 +18,19 @@ class ReplayBackend:
         if not path:
             raise BackendError("the replay backend needs -B samples=PATH (a samples.jsonl of an earlier run)")
         self.path, self.raw = path, {}
+        if not Path(path).exists():  # (the run directory's reader takes a missing file for an empty one)
+            raise BackendError(f"cannot read {path}: no such file")
         try:
-            with open(path, "rb") as f:   # bytes: a non-UTF-8 line fails in json.loads, named
-                for number, line in enumerate(f, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        r = json.loads(line)
-                        key = (int(r["problem_id"]), int(r["test_index"]), int(r["sample_index"]))
-                        self.raw[key] = [t["raw"] for t in r["turns"]]
-                    except (ValueError, KeyError, TypeError) as e:
-                        raise BackendError(f"{path}:{number}: not a samples line ({e}): fix or remove it")
+            for number, r in read_jsonl(Path(path)):
+                try:
+                    key = (int(r["problem_id"]), int(r["test_index"]), int(r["sample_index"]))
+                    self.raw[key] = [t["raw"] for t in r["turns"]]
+                except (ValueError, KeyError, TypeError) as e:
+                    raise BackendError(f"{path}:{number}: not a samples line ({e}): fix or remove it")
         except OSError as e:
             raise BackendError(f"cannot read {path}: {e}")
+        except RunDirError as e:  # a malformed line: a backend's errors are BackendErrors
+            raise BackendError(str(e)) from None
 
     def generate(self, requests: list[Request], params: SamplingParams) -> list[str]:
         out = []

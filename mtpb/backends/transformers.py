@@ -17,10 +17,8 @@ from __future__ import annotations
 import torch
 import transformers
 
-from mtpb.backends.base import BackendError, Request, SamplingParams
-
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+from mtpb.backends.base import BackendError, Request, SamplingParams, engine_error, parse_number
+from mtpb.engine.load import EngineError, resolve_device, resolve_dtype
 
 
 class TransformersBackend:
@@ -29,22 +27,12 @@ class TransformersBackend:
         if not model:
             raise BackendError("transformers: pass --model (a local folder or a Hugging Face hub id)")
         self.model_name = str(model)
-        try:
-            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        except RuntimeError:
-            raise BackendError(f"-B device={device}: not a torch device (cpu, cuda, cuda:1 ...)") from None
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise BackendError(f"-B device={device}: CUDA is not available here")
-        default = "fp16" if self.device.type == "cuda" else "fp32"
-        if str(dtype or default).lower() not in DTYPES:
-            raise BackendError(f"-B dtype={dtype}: use fp32, fp16 or bf16")
-        self.dtype = DTYPES[str(dtype or default).lower()]
-        try:
-            self.preferred_batch_size = int(batch_size)
-        except ValueError:
-            raise BackendError(f"-B batch_size={batch_size}: expected an integer") from None
-        if self.preferred_batch_size < 1:
-            raise BackendError(f"-B batch_size={batch_size}: must be at least 1")
+        try:   # the engine's reading of device and dtype, so both backends take the same values
+            self.device = resolve_device(device)
+            self.dtype = resolve_dtype(dtype, self.device)
+        except EngineError as e:
+            raise engine_error("transformers", e) from None
+        self.preferred_batch_size = parse_number(batch_size, "batch_size", int, 1)
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_name)
             self.model = transformers.AutoModelForCausalLM.from_pretrained(self.model_name, dtype=self.dtype)

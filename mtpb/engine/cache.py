@@ -39,7 +39,9 @@ class KVPool:
     padding writes.
 
     Allocated with zeros (stale positions are masked, but must never be NaN) and grown on demand,
-    so memory follows what the calls need up to rows x max_length.
+    so memory follows what the calls need up to rows x max_length. Per row it records the token ids
+    whose keys and values it holds, the request key it serves and the call that last used it; these
+    change only through the methods below (readers may look).
     """
 
     def __init__(self, cfg: CodeGenConfig, max_rows: int, max_length: int, device, dtype):
@@ -79,17 +81,36 @@ class KVPool:
 
     def view(self, lo: int, hi: int, write_pos: torch.Tensor, key_len: int,
              mask: torch.Tensor | None) -> CacheView:
-        return CacheView([kv[lo:hi] for kv in self.kv], write_pos, key_len, mask)
+        """What one forward pass over rows [lo, hi) reads and writes (see model.CacheView)."""
+        rows = torch.arange(hi - lo, device=self.device)[:, None]
+        return CacheView([kv[lo:hi] for kv in self.kv], write_pos, key_len, mask, rows)
 
     def move(self, src: dict[int, int], n_pos: int) -> None:
-        """Row r takes the first n_pos positions of row src[r] (all sources read before any write)."""
+        """Row r becomes row src[r]: its first n_pos keys/values, the tokens they hold, the key it
+        serves and when it was used (all sources are read before any write)."""
         moves = {r: s for r, s in src.items() if r != s}
-        if not moves or n_pos == 0:
+        if not moves:
             return
-        dst = torch.tensor(list(moves), device=self.device)
-        from_ = torch.tensor(list(moves.values()), device=self.device)
-        for layer in self.kv:
-            layer[dst, :, :, :n_pos] = layer[from_, :, :, :n_pos]
+        if n_pos:
+            dst = torch.tensor(list(moves), device=self.device)
+            from_ = torch.tensor(list(moves.values()), device=self.device)
+            for layer in self.kv:
+                layer[dst, :, :, :n_pos] = layer[from_, :, :, :n_pos]
+        tokens, keys, used = self.tokens[:], self.keys[:], self.used[:]
+        for r, s in moves.items():
+            self.tokens[r], self.keys[r], self.used[r] = tokens[s][:n_pos], keys[s], used[s]
+
+    def serve(self, row: int, key: Hashable | None, tick: int, keep: int) -> None:
+        """Row `row` serves request `key` in call `tick`, keeping the first `keep` tokens it holds
+        (the positions after them will be overwritten)."""
+        self.tokens[row], self.keys[row], self.used[row] = self.tokens[row][:keep], key, tick
+
+    def forget(self, row: int) -> None:
+        self.tokens[row], self.keys[row], self.used[row] = [], None, -1
+
+    def extend(self, row: int, tokens: list[int]) -> None:
+        """A forward pass wrote the keys/values of `tokens` right after those the row holds."""
+        self.tokens[row] += tokens
 
 
 @dataclass(frozen=True)
@@ -144,24 +165,12 @@ def place(pool: KVPool, prompts: list[list[int]], keys: list[Hashable | None], t
     keep = sorted((r for r in range(pool.rows) if pool.keys[r] not in claimed and pool.tokens[r]),
                   key=lambda r: -pool.used[r])
     pool.ensure(n, 0)
-    src: dict[int, int] = {}
+    src = {r: best_row[i] for r, i in enumerate(order) if best_row[i] is not None}
+    src.update(zip(range(n, pool.rows), keep))
+    pool.move(src, max((len(pool.tokens[s]) for s in src.values()), default=0))
     for r, i in enumerate(order):
-        if best_row[i] is not None:
-            src[r] = best_row[i]
-    for r, old in zip(range(n, pool.rows), keep):
-        src[r] = old
-    n_pos = max((len(pool.tokens[s]) for s in src.values()), default=0)
-    pool.move(src, n_pos)
-    old_tokens, old_keys, old_used = pool.tokens[:], pool.keys[:], pool.used[:]
-    for r in range(pool.rows):
-        if r < n:
-            i = order[r]
-            s = best_row[i]
-            pool.tokens[r] = old_tokens[s][:start[i]] if s is not None else []
-            pool.keys[r], pool.used[r] = keys[i], tick
-        elif r in src:
-            s = src[r]
-            pool.tokens[r], pool.keys[r], pool.used[r] = old_tokens[s], old_keys[s], old_used[s]
-        else:
-            pool.tokens[r], pool.keys[r], pool.used[r] = [], None, -1
+        pool.serve(r, keys[i], tick, start[i] if best_row[i] is not None else 0)
+    for r in range(n, pool.rows):
+        if r not in src:
+            pool.forget(r)
     return Placement(tuple(order), tuple(start), tuple(leader), len(leaders))

@@ -17,7 +17,8 @@ import torch
 
 from mtpb.engine.cache import KVPool, Placement, additive_mask, place
 from mtpb.engine.graphs import StaticDecode
-from mtpb.engine.model import CodeGen, pack_for_cpu
+from mtpb.engine.layout import for_inference
+from mtpb.engine.model import CodeGen
 from mtpb.engine.sampling import UniformStream, sample_next
 from mtpb.engine.tokenizer import Tokenizer
 
@@ -70,11 +71,12 @@ class _Live:
 class Engine:
     def __init__(self, model: CodeGen, tokenizer: Tokenizer, max_batch: int = 16,
                  max_length: int | None = None, prefill_tokens: int | None = None, top_k: int = 50,
-                 decode: str = "auto", pack: bool | None = None):
-        """decode: "graphs" (CUDA graphs, the default on cuda), "eager" (the default elsewhere), or
-        "static" (the graphs' static-buffer step run eagerly: for tests).
-        pack: MKL-packed weights for max_batch rows (fp32 on CPU; default there; one more copy of
-        the weight matrices)."""
+                 decode: str = "auto", pack: bool = True):
+        """model: shared with any other engine, never changed; this engine runs its own inference
+        form of it (layout.for_inference: fused GEMMs, and with pack, MKL-packed weights for
+        max_batch rows, fp32 on CPU only, one more copy of the weight matrices).
+        decode: "graphs" (CUDA graphs, the default on cuda), "eager" (the default elsewhere), or
+        "static" (the graphs' static-buffer step run eagerly: for tests)."""
         self.model, self.tokenizer = model, tokenizer
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
@@ -89,8 +91,14 @@ class Engine:
             decode = "graphs" if self.device.type == "cuda" else "eager"
         if decode not in ("graphs", "eager", "static"):
             raise ValueError(f"decode={decode!r}: use graphs, eager or static")
-        self.static = StaticDecode(model, self.pool, capture=decode == "graphs") if decode != "eager" else None
-        pack_for_cpu(model, max_batch if pack is None or pack else 0)
+        self.net = for_inference(model, max_batch if pack else 0)     # what runs: this engine's own
+        self.static = StaticDecode(self.net, self.pool, capture=decode == "graphs") if decode != "eager" else None
+
+    def describe(self) -> dict:
+        """Facts for a run's manifest or a server's banner."""
+        return {"parameters": sum(p.numel() for p in self.model.parameters()),
+                "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device),
+                "batch_size": self.max_batch, "max_length": self.max_length, "top_k": self.top_k}
 
     @torch.inference_mode()
     def generate(self, requests: list[GenerationRequest],
@@ -144,9 +152,9 @@ class Engine:
             followers = rows[n_lead:]
             src = {n_lead + j: row_of[plan.leader[s.index]] for j, s in enumerate(followers)}
             n_pos = max(plan.start[s.index] for s in followers)
-            self.pool.move(src, n_pos)
-            for j, s in enumerate(followers):
-                self.pool.tokens[n_lead + j] = s.prompt[:plan.start[s.index]]
+            self.pool.move(src, n_pos)                  # followers take their leader's row ...
+            for j, s in enumerate(followers):           # ... but keep their own key, and only the shared prefix
+                self.pool.serve(n_lead + j, s.request.key, self._tick, plan.start[s.index])
             logits.append(self._prefill_rows(rows, n_lead, len(rows), [plan.start[s.index] for s in followers]))
         return torch.cat(logits)
 
@@ -178,9 +186,9 @@ class Engine:
             mask = additive_mask((torch.arange(key_len, device=dev) <= pos[:, :, None])[:, None], self.dtype)  # (B, 1, W, K)
         cache = self.pool.view(lo, lo + len(group), write, key_len, mask)
         positions = pos.clamp(max=self.model.cfg.n_positions - 1)
-        logits = self.model(ids, positions, cache, last=lengths - 1)[:, 0]                   # (B, V)
-        for r, s in enumerate(group):
-            self.pool.tokens[lo + r] = list(s.prompt)
+        logits = self.net(ids, positions, cache, last=lengths - 1)[:, 0]                     # (B, V)
+        for r, chunk in enumerate(chunks):
+            self.pool.extend(lo + r, chunk)
         return logits
 
     # ---- decode --------------------------------------------------------------------------------
@@ -199,7 +207,7 @@ class Engine:
                 logits, greedy = self._eager_step(tokens, positions)
             self.stats.decode_steps += 1
             for r, s in enumerate(live):
-                self.pool.tokens[r].append(s.out[-1])
+                self.pool.extend(r, s.out[-1:])
             chosen = self._choose(live, logits, greedy)
             if self.static is not None and chosen is not greedy:
                 self.static.feed(chosen)
@@ -217,7 +225,7 @@ class Engine:
         mask = None
         if min(positions) != key_len - 1:
             mask = additive_mask((torch.arange(key_len, device=dev) <= pos)[:, None, None, :], self.dtype)  # (n, 1, 1, K)
-        logits = self.model(ids, pos, self.pool.view(0, len(tokens), pos, key_len, mask))[:, 0]
+        logits = self.net(ids, pos, self.pool.view(0, len(tokens), pos, key_len, mask))[:, 0]
         return logits, logits.argmax(dim=-1)
 
     def _choose(self, rows: list[_Live], logits: torch.Tensor, greedy: torch.Tensor) -> torch.Tensor:
@@ -258,9 +266,5 @@ class Engine:
             order[i], order[j] = order[j], order[i]
         if order == list(range(len(rows))):
             return rows
-        n_pos = max(s.fed for s in rows)
-        self.pool.move({new: old for new, old in enumerate(order)}, n_pos)
-        tokens, keys, used = self.pool.tokens[:], self.pool.keys[:], self.pool.used[:]
-        for new, old in enumerate(order):
-            self.pool.tokens[new], self.pool.keys[new], self.pool.used[new] = tokens[old], keys[old], used[old]
+        self.pool.move({new: old for new, old in enumerate(order)}, max(s.fed for s in rows))
         return [rows[r] for r in order]

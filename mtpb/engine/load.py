@@ -1,9 +1,13 @@
-"""Loading Hugging Face CodeGen checkpoints without a second full copy in memory.
+"""Loading Hugging Face CodeGen checkpoints without a second full copy in memory, and the one way
+from a checkpoint and options to a ready engine (load_engine).
 
 The model is built on the meta device in the target dtype, given real (uninitialised) storage on
 the target device, and then filled tensor by tensor, shard by shard, straight from safetensors
 (memory-mapped) or pytorch_model.bin (torch.load with mmap). Peak memory is the model in its final
 dtype plus one tensor in flight, so 16B in fp16 fits one 80 GB GPU.
+
+Errors about options or checkpoints are EngineErrors in plain words, free of any command-line
+syntax: the codegen backend says them as `-B option=value`, `mtpb serve` as `--option value`.
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from mtpb.engine.generate import Engine
+from mtpb.engine.layout import lay_out_for_fusion
 from mtpb.engine.model import CodeGen, CodeGenConfig, qkv_from_hf
 from mtpb.engine.tokenizer import Tokenizer
 
@@ -22,13 +28,43 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16
 IGNORED = re.compile(r"(attn\.(causal_mask|masked_bias|bias)|embed_positions|rotary_emb\..*)$")
 
 
+class EngineError(ValueError):
+    """A bad option or a checkpoint that cannot be loaded. The message says what is wrong in plain
+    words; `option` and `value` name the option at fault (None when it is the checkpoint), for the
+    caller to phrase in its own syntax."""
+
+    def __init__(self, message: str, option: str | None = None, value=None):
+        super().__init__(message)
+        self.option, self.value = option, value
+
+
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:
     if isinstance(name, torch.dtype):
         return name
     try:
         return DTYPES[str(name).lower()]
     except KeyError:
-        raise ValueError(f"unknown dtype {name!r}: use fp32, fp16 or bf16") from None
+        raise EngineError("unknown dtype: use fp32, fp16 or bf16", "dtype", name) from None
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """The named torch device, or cuda when there is one and cpu otherwise."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise EngineError("not a torch device (cpu, cuda, cuda:1 ...)", "device", device) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EngineError("CUDA is not available here", "device", device)
+    return dev
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """The named dtype, or fp16 on cuda and fp32 elsewhere."""
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return parse_dtype(dtype)
 
 
 def resolve_folder(model: str | Path) -> Path:
@@ -92,9 +128,15 @@ def load_config(folder: Path) -> CodeGenConfig:
     if not config_file.is_file():
         raise FileNotFoundError(f"{folder}: no config.json")
     try:
-        return CodeGenConfig.from_dict(json.loads(config_file.read_bytes()))
+        config = json.loads(config_file.read_bytes())
     except ValueError as e:
         raise ValueError(f"{config_file}: not valid JSON ({e}): restore the checkpoint's config.json") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file}: not a JSON object: restore the checkpoint's config.json")
+    try:
+        return CodeGenConfig.from_dict(config)
+    except (TypeError, ValueError) as e:   # another architecture, or shapes that do not fit together
+        raise ValueError(f"{config_file}: {e}") from None
 
 
 def load_model(model: str | Path, device: str | torch.device = "cpu",
@@ -106,7 +148,7 @@ def load_model(model: str | Path, device: str | torch.device = "cpu",
         net = CodeGen(cfg).to(dtype)
     net = net.to_empty(device=device)        # real storage, final dtype, never filled twice
     net.reset_rotary()
-    net.fuse_()                              # parameters become views of the fused weights
+    lay_out_for_fusion(net)                  # so the engine's fused weights are views, not copies
     params = dict(net.named_parameters())
     filled: set[str] = set()
     with torch.no_grad():
@@ -131,5 +173,39 @@ def load_model(model: str | Path, device: str | torch.device = "cpu",
     return net, Tokenizer.from_folder(folder, eos_id=cfg.eos_token_id)
 
 
-def parameter_count(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
+def load_engine(checkpoint: str | Path, device: str | None = None, dtype: str | None = None,
+                batch_size: int | str = 16, max_length: int | str | None = None, top_k: int | str = 50,
+                decode: str | None = None) -> Engine:
+    """A ready engine for a checkpoint folder or hub id. Options may be strings (as typed by a user)
+    or values; None means the default:
+        device      cpu, cuda, cuda:1 ... (default: cuda when there is one)
+        dtype       fp32, fp16 or bf16 (default: fp16 on cuda, fp32 elsewhere)
+        batch_size  the most sequences in one forward pass (the KV pool's rows)
+        max_length  context + generated tokens per sequence (default: the model's n_positions)
+        top_k       when sampling, 0 turns it off
+        decode      graphs (CUDA graphs, the default on cuda) or eager (the default elsewhere)
+    Raises EngineError."""
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    rows = _integer("batch_size", batch_size, 1)
+    length = _integer("max_length", max_length, 2) if max_length is not None else None
+    k = _integer("top_k", top_k, 0)
+    if decode not in (None, "graphs", "eager"):
+        raise EngineError("use graphs (CUDA only) or eager", "decode", decode)
+    if decode == "graphs" and dev.type != "cuda":
+        raise EngineError(f"needs a CUDA device, not {dev}; leave decode out", "decode", decode)
+    try:
+        net, tokenizer = load_model(checkpoint, dev, torch_dtype)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise EngineError(f"cannot load {checkpoint}: {e}") from e
+    return Engine(net, tokenizer, max_batch=rows, max_length=length, top_k=k, decode=decode or "auto")
+
+
+def _integer(option: str, value: int | str, low: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise EngineError("expected an integer", option, value) from None
+    if number < low:
+        raise EngineError(f"must be at least {low}", option, value)
+    return number

@@ -4,9 +4,9 @@ first rotary_dim dimensions of each head, gelu_new, lm_head with a bias, attenti
 
 Parameter names are Hugging Face's, so a checkpoint's state dict loads as is, with one exception:
 the fused qkv_proj weight is stored here as plain [q; k; v] rows (see qkv_from_hf), which turns
-CodeGen's 4-shard (q, v, k) interleaving into one free split at run time. For inference the loader
-also calls fuse_(): each layer's four weight matrices become views into two (Block.fuse_), so a
-layer runs two GEMMs instead of four. Training (scripts/train_tiny.py) uses the plain modules.
+CodeGen's 4-shard (q, v, k) interleaving into one free split at run time. This file is the network
+written once, plainly, for training (scripts/train_tiny.py) and scoring; the engine runs it through
+the transforms of layout.py (fused GEMMs, packed weights), which leave this model as it is.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class CodeGenConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "CodeGenConfig":
         if d.get("model_type", "codegen") != "codegen":
-            raise ValueError(f"not a CodeGen checkpoint (model_type {d.get('model_type')!r})")
+            raise ValueError(f"not a CodeGen checkpoint: model_type is {d.get('model_type')!r}, not 'codegen'")
         eos = d.get("eos_token_id", 50256)
         eos = eos[0] if isinstance(eos, list) else eos
         fields = {k: d[k] for k in cls.__dataclass_fields__ if d.get(k) is not None}
@@ -112,51 +112,39 @@ def gelu_new(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pack: "Pack | None") -> torch.Tensor:
-    if pack is not None:
-        return torch.ops.mkl._mkl_linear(x, pack.weight, weight, bias, pack.rows)
-    return F.linear(x, weight, bias)
-
-
 @dataclass(frozen=True)
-class Pack:
-    """An MKL-packed copy of a weight, prepared for one number of input rows (the decode batch).
-    On CPU in fp32 a GEMM with a few rows spends as long packing the weight as multiplying it, so
-    packing once saves that every step; other row counts fall back to the plain weight."""
-    weight: torch.Tensor
-    rows: int
-
-
-class Linear(nn.Linear):
-    pack: Pack | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias, self.pack)
-
-
-@dataclass
 class CacheView:
-    """Where one forward pass reads and writes the static KV cache.
+    """Where one forward pass reads and writes the static KV cache (made by cache.KVPool.view).
 
-    kv: per-layer tensors (rows, 2, H, T, D), keys then values, sliced to the rows of this batch.
+    kv: per-layer tensors (B, 2, H, T, D), keys then values, sliced to the rows of this batch.
     write_pos: (B, L) cache position of each input token (padding goes to a sink position).
+    key_len: how many leading positions the queries may read.
     mask: (B, 1, L, key_len) additive mask in the model dtype (0 = may attend, -inf = may not),
     built once per forward pass; None when plain causal attention over key_len keys is right
     (one row, or every row at the same position).
+    rows: (B, 1) arange, the row index of each write_pos entry, made once per pass.
     """
     kv: list[torch.Tensor]
     write_pos: torch.Tensor
     key_len: int
     mask: torch.Tensor | None
-    rows: torch.Tensor | None = None      # (B, 1) arange, made once per pass for the cache writes
+    rows: torch.Tensor
+
+    def update(self, layer: int, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this pass's keys and values kv (B, L, 2, H, D) at write_pos; return the layer's
+        keys and values (B, H, key_len, D) for attention."""
+        cache = self.kv[layer]                                                # (B, 2, H, T, D)
+        assert kv.shape[:2] == self.write_pos.shape, (kv.shape, self.write_pos.shape)
+        cache[self.rows, :, :, self.write_pos] = kv
+        return cache[:, 0, :, :self.key_len], cache[:, 1, :, :self.key_len]
 
 
 class Attention(nn.Module):
     def __init__(self, cfg: CodeGenConfig):
         super().__init__()
         self.cfg = cfg
-        self.qkv_proj = Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)   # rows [q; k; v]
-        self.out_proj = Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.qkv_proj = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)   # rows [q; k; v]
+        self.out_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
 
     def forward(self, x, rope, layer: int, cache: CacheView | None):
         return self.out_proj(self.attend(self.qkv_proj(x), rope, layer, cache))
@@ -176,11 +164,8 @@ class Attention(nn.Module):
             k, v = qkv[:, :, H:2 * H].transpose(1, 2), qkv[:, :, 2 * H:].transpose(1, 2)
             y = self._attend(q, k, v, None, causal=L > 1)
         else:
-            kv = cache.kv[layer]                                              # (B, 2, H, T, D)
-            kv[cache.rows, :, :, cache.write_pos] = qkv[:, :, H:].unflatten(2, (2, H))   # (B, L, 2, H, D)
-            n = cache.key_len
-            y = self._attend(q, kv[:, 0, :, :n], kv[:, 1, :, :n], cache.mask,
-                             causal=cache.mask is None and L > 1)
+            k, v = cache.update(layer, qkv[:, :, H:].unflatten(2, (2, H)))     # (B, H, key_len, D) each
+            y = self._attend(q, k, v, cache.mask, causal=cache.mask is None and L > 1)
         return y.transpose(1, 2).reshape(B, L, H * D)
 
     @staticmethod
@@ -197,8 +182,8 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: CodeGenConfig):
         super().__init__()
-        self.fc_in = Linear(cfg.n_embd, cfg.inner_dim)
-        self.fc_out = Linear(cfg.inner_dim, cfg.n_embd)
+        self.fc_in = nn.Linear(cfg.n_embd, cfg.inner_dim)
+        self.fc_out = nn.Linear(cfg.inner_dim, cfg.n_embd)
 
     def forward(self, x):
         return self.fc_out(gelu_new(self.fc_in(x)))
@@ -210,49 +195,10 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
         self.attn = Attention(cfg)
         self.mlp = MLP(cfg)
-        self.w_in = self.b_in = self.w_out = None     # the fused inference layout, see fuse_()
-        self.packs: tuple[Pack | None, Pack | None] = (None, None)
 
-    def fuse_(self) -> None:
-        """Inference layout: qkv_proj and fc_in become row blocks of one weight (both read the same
-        LayerNorm output: one GEMM), out_proj and fc_out column blocks of another (one GEMM sums
-        both branches). The parameters become views into them, so nothing is stored twice and the
-        state-dict names stay; call it before the weights are loaded."""
-        E, I = self.attn.cfg.n_embd, self.attn.cfg.inner_dim
-        like = dict(device=self.ln_1.weight.device, dtype=self.ln_1.weight.dtype)
-        self.w_in, self.w_out = torch.empty(3 * E + I, E, **like), torch.empty(E, E + I, **like)
-        self.b_in = torch.zeros(3 * E + I, **like)                            # qkv_proj has no bias
-        view = lambda t: nn.Parameter(t, requires_grad=False)                  # noqa: E731
-        self.attn.qkv_proj.weight, self.mlp.fc_in.weight = view(self.w_in[:3 * E]), view(self.w_in[3 * E:])
-        self.mlp.fc_in.bias = view(self.b_in[3 * E:])
-        self.attn.out_proj.weight, self.mlp.fc_out.weight = view(self.w_out[:, :E]), view(self.w_out[:, E:])
-
-    def forward(self, x, rope, layer, cache):
-        h = self.ln_1(x)
-        if self.w_in is None:
-            return x + self.attn(h, rope, layer, cache) + self.mlp(h)
-        E = x.shape[-1]
-        both = linear(h, self.w_in, self.b_in, self.packs[0])                 # (B, L, 3E + inner)
-        y = self.attn.attend(both[..., :3 * E], rope, layer, cache)            # (B, L, E)
-        hidden = torch.cat([y, gelu_new(both[..., 3 * E:])], dim=-1)          # (B, L, E + inner)
-        return linear(hidden, self.w_out, self.mlp.fc_out.bias, self.packs[1]) + x
-
-
-def pack_for_cpu(model: nn.Module, rows: int) -> bool:
-    """MKL-pack the weights an fp32 CPU model multiplies with, for `rows` input rows (0 removes
-    the packs). Returns whether packs are in place; costs one more copy of those weights."""
-    p = next(model.parameters())
-    usable = p.device.type == "cpu" and p.dtype == torch.float32 and torch.backends.mkl.is_available()
-    make = lambda w: Pack(torch.ops.mkl._mkl_reorder_linear_weight(w, rows), rows) if usable and rows else None  # noqa: E731
-    with torch.no_grad():
-        for block in model.transformer.h:
-            if block.w_in is not None:
-                block.packs = (make(block.w_in), make(block.w_out))
-            else:
-                for m in (block.attn.qkv_proj, block.attn.out_proj, block.mlp.fc_in, block.mlp.fc_out):
-                    m.pack = make(m.weight)
-        model.lm_head.pack = make(model.lm_head.weight)
-    return usable and rows > 0
+    def forward(self, x, rope, layer: int, cache: CacheView | None):
+        h = self.ln_1(x)                                                      # (B, L, E)
+        return x + self.attn(h, rope, layer, cache) + self.mlp(h)             # (B, L, E)
 
 
 class Transformer(nn.Module):
@@ -270,16 +216,12 @@ class CodeGen(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.transformer = Transformer(cfg)
-        self.lm_head = Linear(cfg.n_embd, cfg.vocab_size)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size)
         self.register_buffer("rope", rotary_tables(cfg.n_positions, cfg.rotary), persistent=False)
 
     def reset_rotary(self) -> None:
         """Recompute the rotary table (after building on the meta device and moving to a real one)."""
         self.rope = rotary_tables(self.cfg.n_positions, self.cfg.rotary, device=self.lm_head.weight.device)
-
-    def fuse_(self) -> None:
-        for block in self.transformer.h:
-            block.fuse_()
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor | None = None,
                 cache: CacheView | None = None, last: torch.Tensor | None = None) -> torch.Tensor:
@@ -289,8 +231,6 @@ class CodeGen(nn.Module):
         if positions is None:
             positions = torch.arange(L, device=ids.device).expand(B, L)
         rope = self.rope[positions][:, :, None]                            # (B, L, 1, rot/2) complex64
-        if cache is not None:
-            cache.rows = torch.arange(B, device=ids.device)[:, None]
         x = self.transformer.wte(ids)                                      # (B, L, E)
         for i, block in enumerate(self.transformer.h):
             x = block(x, rope, i, cache)

@@ -67,52 +67,89 @@ def parse_reply(line: bytes) -> dict:
         raise ExecutorDied(f"the executor sent a line that is not JSON: {line[:200]!r}") from None
 
 
-class ExecutorClient:
-    """One running executor, started by `command`, spoken to over its stdin and stdout."""
+class Transport(Protocol):
+    """The byte stream to one executor: a child process's pipes, or a docker exec socket."""
 
-    def __init__(self, command: list[str], **popen):
-        self.command, self.popen, self.proc = command, popen, None
+    def open(self) -> None: ...                               # start a fresh executor
+    def is_open(self) -> bool: ...
+    def send(self, data: bytes) -> None: ...                   # ExecutorDied when it cannot
+    def recv(self, deadline: float, doing: str) -> bytes: ...  # more of its stdout; ExecutorDied at EOF or deadline
+    def kill(self) -> None: ...                                # throw it away now
+    def close(self) -> None: ...                               # end its input and let it exit
+
+
+class ExecutorClient:
+    """One executor, spoken to over a transport: numbered JSON requests, one JSON reply a line."""
+
+    def __init__(self, transport: Transport):
+        self.transport, self.hello = transport, None
         self._buffer = b""
         self._requests = 0
 
     def start(self):
-        self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, **self.popen)
+        self.transport.open()
         self._buffer = b""
-        hello = self._readline(time.monotonic() + START_SECONDS)
+        hello = self._readline(time.monotonic() + START_SECONDS, "starting")
         if not hello.get("ready"):
             raise ExecutorDied(f"the executor did not start: {hello}")
         self.hello = hello
 
     def run(self, program: str, timeout: float) -> dict:
-        if self.proc is None or self.proc.poll() is not None:
+        if not self.transport.is_open():
             self.start()
-        self._requests += 1  # numbered: a reply for another number means the stream is out of step
-        request = json.dumps({"id": self._requests, "program": program, "timeout": timeout}) + "\n"
+        self._requests += 1
+        self.transport.send((json.dumps({"id": self._requests, "program": program, "timeout": timeout}) + "\n").encode())
+        reply = self._readline(time.monotonic() + timeout + GRACE_SECONDS, "running a program")
+        if reply.get("id") != self._requests:
+            # not the reply to this request (a program that reached the executor's stdout can write
+            # lines): stop trusting the stream; the pool retries on a fresh executor
+            raise ExecutorDied(f"the executor's replies are out of step (reply {reply.get('id')!r} to request "
+                               f"{self._requests})")
+        return reply
+
+    def _readline(self, deadline: float, doing: str) -> dict:
+        while b"\n" not in self._buffer:
+            self._buffer += self.transport.recv(deadline, doing)
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return parse_reply(line)
+
+    def kill(self):
+        """Throw the executor away (it died or wedged); the next run starts a fresh one."""
+        self.transport.kill()
+
+    def stop(self):
+        self.transport.close()
+
+
+class PipeTransport:
+    """An executor as a child process of this one, over its stdin and stdout (the process sandbox)."""
+
+    def __init__(self, command: list[str], **popen):
+        self.command, self.popen, self.proc = command, popen, None
+
+    def open(self):
+        self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, **self.popen)
+
+    def is_open(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def send(self, data: bytes):
         try:
-            self.proc.stdin.write(request.encode())
+            self.proc.stdin.write(data)
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError) as e:
             raise ExecutorDied(f"cannot write to the executor: {e}")
-        reply = self._readline(time.monotonic() + timeout + GRACE_SECONDS)
-        if reply.get("id") != self._requests:
-            raise ExecutorDied(f"the executor answered request {reply.get('id')!r}, not {self._requests}")
-        return reply
 
-    def _readline(self, deadline: float) -> dict:
+    def recv(self, deadline: float, doing: str) -> bytes:
         fd = self.proc.stdout.fileno()
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ExecutorDied("the executor stopped answering (wedged)")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    raise ExecutorDied(f"the executor exited ({self._stderr_tail()})")
-                self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return parse_reply(line)
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise ExecutorDied(f"the executor stopped answering while {doing} (wedged)")
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            raise ExecutorDied(f"the executor exited ({self._stderr_tail()})")
+        return chunk
 
     def _stderr_tail(self) -> str:
         try:
@@ -123,34 +160,32 @@ class ExecutorClient:
         return f"exit code {self.proc.returncode}" + (f": {err}" if err else "")
 
     def kill(self):
-        """Throw the executor away (it died or wedged); the next run starts a fresh one."""
         if self.proc is None:
             return
         self.proc.kill()
         self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        self._close_streams(self.proc.stdin, self.proc.stdout, self.proc.stderr)
         self.proc = None
 
-    def stop(self):
+    def close(self):
         if self.proc is None:
             return
-        for stream in (self.proc.stdin,):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        self._close_streams(self.proc.stdin)
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            stream.close()
+        self._close_streams(self.proc.stdout, self.proc.stderr)
         self.proc = None
+
+    @staticmethod
+    def _close_streams(*streams):
+        for stream in streams:
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
 class Pool:

@@ -121,44 +121,27 @@ def _owner_host() -> str:
 IDLE = ["/bin/sh", "-c", "trap '' TERM INT HUP QUIT USR1 USR2 ALRM; exec cat >/dev/null"]
 
 
-class ContainerClient:
-    """One executor in its own container, spoken to over an exec stream of the engine's API socket.
+class ContainerTransport:
+    """An executor in its own container, over an exec stream of the engine's API socket.
 
-    Same interface as base.ExecutorClient (start, run, kill, stop), plus retire(). The executor is
-    an exec'd process, not the container's main one, so its stdin and stdout are held by it alone:
-    init (pid 1, same uid, readable through /proc) holds only the idle main process's stdio.
+    The executor is an exec'd process, not the container's main one, so its stdin and stdout are held
+    by it alone: init (pid 1, same uid, readable through /proc) holds only the idle main process's stdio.
     """
 
-    def __init__(self, image: str, slot: int, owner: str, limits: Limits, hardening: Hardening,
-                 recycle_after: int, address: tuple):
+    def __init__(self, image: str, slot: int, owner: str, limits: Limits, hardening: Hardening, address: tuple):
         self.create_args = ["--label", f"{LABEL}=executor", "--label", f"mtpb.owner={owner}",
                             *hardening.run_args(limits, FIRST_UID + slot), image, *IDLE]
         args = json.dumps({"limits": limits.executor_limits(), "tmp_root": "/tmp", "clean": ["/tmp", "/dev/shm"]})
         self.executor = ["/usr/bin/python3", "-I", "/sandbox/executor.py", args]
-        self.prefix, self.recycle_after, self.address = f"mtpb-{owner}-{slot}", recycle_after, address
+        self.prefix, self.address = f"mtpb-{owner}-{slot}", address
         self.names = itertools.count()
-        self.name, self.sock, self.lifeline, self.served, self.hello = None, None, None, 0, None
+        self.name, self.sock, self.lifeline = None, None, None
         self.retiring: list[subprocess.Popen] = []
-        self._frames, self._lines, self._stderr = b"", b"", b""
+        self._frames, self._stderr = b"", b""
 
-    # ------------------------------------------------------------------ lifecycle
-    def start(self):
-        """Start a fresh container; raise SandboxUnavailable (which stops the run) if none will start."""
-        error = None
-        for _ in range(START_TRIES):
-            try:
-                return self._start_once()
-            except (ExecutorDied, SandboxUnavailable, OSError) as e:
-                error = e
-                self.kill()
-                reason = engine_reason()
-                if reason:
-                    raise engine_gone(reason)
-        raise SandboxUnavailable(f"no sandbox container would start ({START_TRIES} tries): {error}")
-
-    def _start_once(self):
+    def open(self):
         self.name = f"{self.prefix}-{next(self.names)}"
-        self.served, self._frames, self._lines, self._stderr = 0, b"", b"", b""
+        self._frames, self._stderr = b"", b""
         docker("create", "-i", "--rm", "--name", self.name, *self.create_args, timeout=60)
         self.lifeline, _ = hijack(self.address, f"/containers/{self.name}/attach?stream=1&stdin=1")
         docker("start", self.name, timeout=60)
@@ -166,33 +149,41 @@ class ContainerClient:
                   {"AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Tty": False,
                    "Cmd": self.executor})
         self.sock, self._frames = hijack(self.address, f"/exec/{run['Id']}/start", {"Detach": False, "Tty": False})
-        self.hello = self._readline(time.monotonic() + base.START_SECONDS, "starting")
-        if not self.hello.get("ready"):
-            raise ExecutorDied(f"the executor did not start: {self.hello}")
 
-    def run(self, program: str, timeout: float) -> dict:
-        if self.sock is None:
-            self.start()
-        number = self.served
-        request = json.dumps({"id": number, "program": program, "timeout": timeout}) + "\n"
+    def is_open(self) -> bool:
+        return self.sock is not None
+
+    def send(self, data: bytes):
         try:
-            self.sock.sendall(request.encode())
+            self.sock.sendall(data)
         except OSError as e:
             raise ExecutorDied(f"cannot write to the executor: {e}")
-        reply = self._readline(time.monotonic() + timeout + base.GRACE_SECONDS)
-        self.served += 1
-        if reply.get("id") != number:
-            # a line this container sent was not the reply to this request (a program that reached the
-            # executor's stdout can write lines): stop trusting the stream, retry on a fresh container
-            raise ExecutorDied(f"the executor's replies are out of step (reply {reply.get('id')!r} to request "
-                               f"{number})")
-        # The executor already killed and removed what a killed program left; a fresh container is
-        # the second line of defence, and cheap next to the timeout just spent. After an internal
-        # error the executor may not have cleaned up at all.
-        if (reply.get("timed_out") or reply.get("signal") is not None or "internal_error" in reply
-                or self.served >= self.recycle_after):
-            self.retire()
-        return reply
+
+    def recv(self, deadline: float, doing: str) -> bytes:
+        """The next stdout payload. Without a TTY the engine frames the stream: an 8-byte header
+        (stream 1 stdout or 2 stderr, 3 zero bytes, 4-byte big-endian length), then the payload."""
+        while True:
+            while len(self._frames) < 8 or len(self._frames) < 8 + struct.unpack(">I", self._frames[4:8])[0]:
+                self._frames += self._read(deadline, doing)
+            kind, size = self._frames[0], struct.unpack(">I", self._frames[4:8])[0]
+            payload, self._frames = self._frames[8:8 + size], self._frames[8 + size:]
+            if kind == 1:
+                return payload
+            # only the executor's own failures reach its stderr; keep the end for the message
+            self._stderr = (self._stderr + payload)[-4096:]
+
+    def _read(self, deadline: float, doing: str) -> bytes:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+            raise ExecutorDied(f"the executor stopped answering while {doing} (wedged)")
+        try:
+            chunk = self.sock.recv(1 << 20)
+        except OSError as e:
+            raise ExecutorDied(f"the executor's stream broke: {e}")
+        if not chunk:
+            tail = self._stderr[-500:].decode("utf-8", "replace").strip()
+            raise ExecutorDied("the executor exited" + (f": {tail}" if tail else ""))
+        return chunk
 
     def kill(self):
         """The executor died or wedged: remove its container now (the retry needs the slot's budget)."""
@@ -209,7 +200,7 @@ class ContainerClient:
         self.retiring.append(subprocess.Popen(["docker", "rm", "-f", self.name], stdin=subprocess.DEVNULL,
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
-    def stop(self):
+    def close(self):
         """Close both streams: the executor and the idle process see end of input and exit, and --rm
         removes the container."""
         self._close_stream()
@@ -237,34 +228,41 @@ class ContainerClient:
                 proc.wait()
         self.retiring = alive
 
-    # ------------------------------------------------------------------ the stream
-    def _recv(self, deadline: float, doing: str) -> bytes:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([self.sock], [], [], left)[0]:
-            raise ExecutorDied(f"the executor stopped answering while {doing} (wedged)")
-        try:
-            chunk = self.sock.recv(1 << 20)
-        except OSError as e:
-            raise ExecutorDied(f"the executor's stream broke: {e}")
-        if not chunk:
-            tail = self._stderr[-500:].decode("utf-8", "replace").strip()
-            raise ExecutorDied("the executor exited" + (f": {tail}" if tail else ""))
-        return chunk
 
-    def _readline(self, deadline: float, doing: str = "running a program") -> dict:
-        """The next stdout line as JSON. Without a TTY the engine frames the stream: an 8-byte header
-        (stream 1 stdout or 2 stderr, 3 zero bytes, 4-byte big-endian length), then the payload."""
-        while b"\n" not in self._lines:
-            while len(self._frames) < 8 or len(self._frames) < 8 + struct.unpack(">I", self._frames[4:8])[0]:
-                self._frames += self._recv(deadline, doing)
-            kind, size = self._frames[0], struct.unpack(">I", self._frames[4:8])[0]
-            payload, self._frames = self._frames[8:8 + size], self._frames[8 + size:]
-            if kind == 1:
-                self._lines += payload
-            else:  # only the executor's own failures reach its stderr; keep the end for the message
-                self._stderr = (self._stderr + payload)[-4096:]
-        line, _, self._lines = self._lines.partition(b"\n")
-        return base.parse_reply(line)
+class ContainerClient(base.ExecutorClient):
+    """The executor client over a ContainerTransport: a container that will not start is retried, and
+    one is replaced after a program it had to kill and after every `recycle_after` programs."""
+
+    def __init__(self, transport: ContainerTransport, recycle_after: int):
+        super().__init__(transport)
+        self.recycle_after, self.served = recycle_after, 0
+
+    def start(self):
+        """Start a fresh container; raise SandboxUnavailable (which stops the run) if none will start."""
+        error = None
+        for _ in range(START_TRIES):
+            try:
+                super().start()
+                self.served = 0
+                return
+            except (ExecutorDied, SandboxUnavailable, OSError) as e:
+                error = e
+                self.kill()
+                reason = engine_reason()
+                if reason:
+                    raise engine_gone(reason)
+        raise SandboxUnavailable(f"no sandbox container would start ({START_TRIES} tries): {error}")
+
+    def run(self, program: str, timeout: float) -> dict:
+        reply = super().run(program, timeout)
+        self.served += 1
+        # The executor already killed and removed what a killed program left; a fresh container is
+        # the second line of defence, and cheap next to the timeout just spent. After an internal
+        # error the executor may not have cleaned up at all.
+        if (reply.get("timed_out") or reply.get("signal") is not None or "internal_error" in reply
+                or self.served >= self.recycle_after):
+            self.transport.retire()
+        return reply
 
 
 class ContainerPool(Pool):
@@ -293,9 +291,9 @@ class DockerSandbox:
         # one owner label per pool: close() removes exactly its own containers, even ones it lost track of
         self.owner = f"{_owner_host()}-{os.getpid()}-{secrets.token_hex(3)}"
         hardening = hardening or Hardening()
-        self.pool = ContainerPool(lambda i: ContainerClient(self.image, i, self.owner, self.limits, hardening,
-                                                            max(1, recycle_after), address),
-                                  workers, self.limits)
+        self.pool = ContainerPool(lambda i: ContainerClient(
+            ContainerTransport(self.image, i, self.owner, self.limits, hardening, address), max(1, recycle_after)),
+            workers, self.limits)
         self._start_all()
 
     def describe(self) -> str:

@@ -18,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 
-from mtpb.sandboxes.base import ExecutorClient, ExecutorDied, Limits, Pool, SandboxUnavailable, executor_dir
+from mtpb.sandboxes.base import ExecutorClient, ExecutorDied, Limits, PipeTransport, Pool, SandboxUnavailable, \
+    executor_dir
 from mtpb.sandboxes.cgroup import memory_cgroup
 
 NOBODY = 65534
@@ -161,14 +162,14 @@ class ProcessSandbox:
             enter = ["/bin/sh", "-c", f'echo $$ > "{cgroup.path}/cgroup.procs" && exec "$@"', "sh"]
         if self.bwrap:
             args["clean"] = ["/tmp", "/dev/shm", "/dev/mqueue"]  # a mounted mqueue lets the executor empty it
-            return ExecutorClient(enter + bwrap_command(self.python, args, self._folders), **_as_nobody())
+            return ExecutorClient(PipeTransport(enter + bwrap_command(self.python, args, self._folders), **_as_nobody()))
         tmp = tempfile.mkdtemp(prefix=f"mtpb-sandbox-{index}-")
         if os.getuid() == 0:
             os.chown(tmp, NOBODY, NOBODY)
         self._dirs.append(tmp)
         args["tmp_root"] = tmp
         cmd = enter + [self.python, "-I", "-c", executor_code(), json.dumps(args)]
-        return ExecutorClient(cmd, cwd=tmp, **_as_nobody())
+        return ExecutorClient(PipeTransport(cmd, cwd=tmp, **_as_nobody()))
 
     def run(self, programs: list[str]) -> list[dict]:
         return self.pool.run(programs)

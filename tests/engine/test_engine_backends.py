@@ -5,7 +5,7 @@ import pytest
 
 from mtpb.backends.base import BackendError, Request, SamplingParams
 from mtpb.backends.registry import create_backend
-from mtpb.prompts import PREFIX, truncate, wrap_prompt
+from mtpb.prompts import Conversation
 
 TURNS = [
     ["Assign the string \"hello world\" to a variable named \"text\".", "Split \"text\" into words.",
@@ -19,16 +19,13 @@ TURNS = [
 def run_turns(backend, params: SamplingParams, n: int = 1, max_tokens: int = 48) -> list[str]:
     """The runner's loop in miniature: one generate call per turn index over every live item."""
     items = [(p, s) for p in range(len(TURNS)) for s in range(n)]
-    contexts = {item: PREFIX for item in items}
-    for turn in range(max(map(len, TURNS))):
-        live = [it for it in items if turn < len(TURNS[it[0]])]
-        for it in live:
-            contexts[it] += wrap_prompt(TURNS[it[0]][turn])
-        reqs = [Request(contexts[it], max_tokens, seed=1000 * it[0] + it[1], problem_id=it[0], sample_index=it[1],
-                        turn_index=turn) for it in live]
+    talks = {it: Conversation(params.mode, TURNS[it[0]], max_gen_length=max_tokens) for it in items}
+    while live := [it for it in items if not talks[it].done]:
+        reqs = [Request(talks[it].context, talks[it].max_tokens, seed=1000 * it[0] + it[1], problem_id=it[0],
+                        sample_index=it[1], turn_index=talks[it].turn_index) for it in live]
         for it, raw in zip(live, backend.generate(reqs, params)):
-            contexts[it] += truncate(raw, params.mode) + "\n\n"
-    return [contexts[it] for it in items]
+            talks[it].add(raw)
+    return [talks[it].program for it in items]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +60,7 @@ def test_codegen_stops_exactly_when_the_truncated_text_is_final(codegen):
     from mtpb.engine.generate import GenerationRequest
     from mtpb.prompts import is_finished
     tok = codegen.engine.tokenizer
-    contexts = [PREFIX + wrap_prompt(t[0]) for t in TURNS] + [PREFIX + wrap_prompt("Print the sum of 1 and 2.")]
+    contexts = [Conversation("multi", t).context for t in TURNS + [["Print the sum of 1 and 2."]]]
     done = codegen.engine.generate([GenerationRequest(c, 128) for c in contexts], lambda t: is_finished(t, "multi"))
     for c in done:
         before_last = tok.decode(list(c.token_ids[:-1]))

@@ -139,3 +139,43 @@ def test_static_buffer_decode_equals_eager(small):
         reqs = [GenerationRequest(r.prompt + c.text + "\n# go on\n", 12, seed=r.seed, temperature=r.temperature, key=r.key)
                 for r, c in zip(reqs[::-1], a[::-1])]
     assert "stop" in finishes
+
+
+def module_attributes(net) -> dict:
+    """Every attribute of every module of a model, by identity: what an engine must never change."""
+    return {(name, key): id(value) for name, module in net.named_modules() for key, value in vars(module).items()}
+
+
+def test_engines_sharing_a_model_give_what_one_alone_gives(small):
+    """serve's replicas: engines over one model with different batch sizes, each built before the other
+    runs, give the greedy tokens of one engine alone, in turns, and leave the shared model as it was
+    (an engine once packed the shared model for its own batch size, undoing the other one's packing)."""
+    (net, tok), _ = small
+    reqs = [GenerationRequest(p, 16, key=i) for i, p in enumerate(PROMPTS)]
+    alone = [c.token_ids for c in Engine(net, tok, max_batch=4).generate(reqs)]
+    before = module_attributes(net)
+    first, second = Engine(net, tok, max_batch=4), Engine(net, tok, max_batch=2)
+    assert module_attributes(net) == before
+    for _ in range(2):
+        assert [c.token_ids for c in first.generate(reqs)] == alone
+        assert [c.token_ids for c in second.generate(reqs)] == alone
+    assert module_attributes(net) == before
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: this machine has none")
+def test_cuda_graph_decode_equals_eager(small_ckpt):
+    """The decode step replayed from CUDA graphs gives the eager step's tokens: greedy and sampled
+    rows, per-row stops, compaction, and a second round that reuses rows in a new order."""
+    net, tok = load_model(small_ckpt, "cuda", "fp32")
+    reqs = [GenerationRequest(p * (1 + i % 2), 20 + 3 * i, seed=i, temperature=0.7 * (i % 2), key=i)
+            for i, p in enumerate(PROMPTS * 2)]
+    stop = lambda text: len(text) >= 15
+    eager, graphs = Engine(net, tok, max_batch=8, decode="eager"), Engine(net, tok, max_batch=8, decode="graphs")
+    for _ in range(2):
+        a, b = eager.generate(reqs, stop), graphs.generate(reqs, stop)
+        assert [c.token_ids for c in a] == [c.token_ids for c in b]
+        reqs = [GenerationRequest(r.prompt + c.text + "\n# go on\n", 12, seed=r.seed, temperature=r.temperature, key=r.key)
+                for r, c in zip(reqs[::-1], a[::-1])]
+    assert eager.static is None
+    assert any(s.graph is not None for s in graphs.static.statics.values())   # graphs were captured and replayed

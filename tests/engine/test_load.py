@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from mtpb.engine.load import load_model, parse_dtype, resolve_folder, weight_files
+from mtpb.engine.load import EngineError, load_engine, load_model, parse_dtype, resolve_folder, weight_files
 
 
 def test_safetensors_shards_are_listed_in_index_order(small_ckpt):
@@ -53,6 +53,15 @@ def test_not_codegen_is_an_error(small_ckpt, tmp_path):
         load_model(folder, "cpu", "fp32")
 
 
+def test_another_architecture_is_named_not_called_bad_json(small_ckpt, tmp_path):
+    folder = tmp_path / "llama"
+    shutil.copytree(small_ckpt, folder)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    with pytest.raises(ValueError, match="model_type is 'llama', not 'codegen'") as caught:
+        load_model(folder, "cpu", "fp32")
+    assert "JSON" not in str(caught.value)
+
+
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such checkpoint folder"):
         resolve_folder(tmp_path / "nowhere")
@@ -77,3 +86,29 @@ def test_cut_weights_and_broken_config_name_the_file(small_ckpt, small_bin, tmp_
     (folder / "config.json").write_text('{"n_layer": 2,\n')
     with pytest.raises(ValueError, match=r"config.json: not valid JSON"):
         load_model(folder, "cpu", "fp32")
+
+
+@pytest.mark.parametrize("options, option, words", [
+    ({"batch_size": "many"}, "batch_size", "expected an integer"),
+    ({"batch_size": 0}, "batch_size", "at least 1"),
+    ({"max_length": "1"}, "max_length", "at least 2"),
+    ({"top_k": "-1"}, "top_k", "at least 0"),
+    ({"dtype": "int4"}, "dtype", "use fp32, fp16 or bf16"),
+    ({"device": "gpu0"}, "device", "not a torch device"),
+    ({"decode": "fast"}, "decode", r"graphs \(CUDA only\) or eager"),
+    ({"device": "cpu", "decode": "graphs"}, "decode", "needs a CUDA device"),
+])
+def test_load_engine_errors_name_the_option_in_plain_words(small_ckpt, options, option, words):
+    with pytest.raises(EngineError, match=words) as caught:
+        load_engine(small_ckpt, **options)
+    assert caught.value.option == option and caught.value.value == options[option]
+    assert "-B" not in str(caught.value) and "--" not in str(caught.value)
+
+
+def test_load_engine_gives_a_ready_engine_and_says_what_cannot_load(small_ckpt, tmp_path):
+    engine = load_engine(small_ckpt, device="cpu", batch_size="3", max_length="128", top_k="7")
+    assert (engine.max_batch, engine.max_length, engine.top_k) == (3, 128, 7)
+    assert engine.describe()["dtype"] == "float32" and engine.describe()["device"] == "cpu"
+    with pytest.raises(EngineError, match="cannot load .*no such checkpoint folder") as caught:
+        load_engine(tmp_path / "missing", device="cpu")
+    assert caught.value.option is None

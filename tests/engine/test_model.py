@@ -97,28 +97,42 @@ def test_350m_shape_logits_match_transformers(tmp_path):
     assert torch.equal(got.argmax(-1), want.argmax(-1))
 
 
-def test_packed_cpu_weights_give_the_same_logits(small_ckpt):
-    from mtpb.engine.model import pack_for_cpu
+def test_inference_layout_gives_the_same_logits_and_leaves_the_model_alone(small_ckpt):
+    from mtpb.engine.layout import for_inference
     ours, _ = load_model(small_ckpt, "cpu", "fp32")
+    params = dict(ours.named_parameters())
+    modules = [type(m) for m in ours.modules()]
     ids = random_ids(ours.cfg.vocab_size, 4, 9, seed=11)
     with torch.no_grad():
         plain = ours(ids)
-        if not pack_for_cpu(ours, 36):          # 4 x 9 rows: the packed path itself
-            pytest.skip("no MKL here")
-        packed = ours(ids)
-        other = ours(ids[:3])                   # another row count falls back to the plain weight
-        pack_for_cpu(ours, 0)
+        fused = for_inference(ours, 0)(ids)
+        packed_net = for_inference(ours, 36)        # 4 x 9 rows: the packed path itself
+        packed = packed_net(ids)
+        other = packed_net(ids[:3])                 # another row count falls back to the plain weight
+    torch.testing.assert_close(fused, plain, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(packed, plain, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(other, plain[:3], atol=1e-4, rtol=1e-5)
-    assert all(getattr(m, "pack", None) is None for m in ours.modules())
-    assert all(b.packs == (None, None) for b in ours.transformer.h)
+    if torch.backends.mkl.is_available():
+        assert packed_net.lm_head.packed is not None and packed_net.transformer.h[0].w_in.packed is not None
+    # the shared model keeps its modules and its very parameters
+    assert [type(m) for m in ours.modules()] == modules
+    assert all(p is params[n] for n, p in ours.named_parameters()) and len(params) == len(list(ours.parameters()))
+    # a model the loader did not lay out (built by hand) gets fused copies, same logits
+    cfg = CodeGenConfig(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=4, rotary_dim=4)
+    net = CodeGen(cfg).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(for_inference(net, 8)(ids[:, :8] % 64), net(ids[:, :8] % 64), atol=1e-4, rtol=1e-5)
 
 
-def test_fused_layout_shares_storage_with_the_parameters(small_ckpt):
+def test_fused_weights_are_views_of_the_parameters(small_ckpt):
+    from mtpb.engine.layout import for_inference
     ours, _ = load_model(small_ckpt, "cpu", "fp32")
-    block = ours.transformer.h[0]
-    assert block.attn.qkv_proj.weight.data_ptr() == block.w_in.data_ptr()
-    assert block.mlp.fc_out.weight.data_ptr() == block.w_out[:, ours.cfg.n_embd:].data_ptr()
+    E = ours.cfg.n_embd
+    block, fused = ours.transformer.h[0], for_inference(ours, 0).transformer.h[0]
+    assert fused.w_in.weight.data_ptr() == block.attn.qkv_proj.weight.data_ptr()
+    assert fused.w_in.weight[3 * E:].data_ptr() == block.mlp.fc_in.weight.data_ptr()
+    assert fused.w_out.weight.data_ptr() == block.attn.out_proj.weight.data_ptr()
+    assert fused.w_out.weight[:, E:].data_ptr() == block.mlp.fc_out.weight.data_ptr()
     names = {n for n, _ in ours.named_parameters()}
     assert "transformer.h.0.attn.qkv_proj.weight" in names and "transformer.h.0.mlp.fc_out.bias" in names
     total = sum(p.numel() for p in ours.parameters())
