@@ -1,6 +1,7 @@
 """The `mtpb` command line. Heavy modules (torch, docker, pandas-based reports) load only when used."""
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
@@ -36,10 +37,19 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except _user_errors() as e:
-            for line in str(e).splitlines() or [type(e).__name__]:
-                console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
-            sys.exit(2)
+            _error_exit(str(e).splitlines() or [type(e).__name__])
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # a full disk is the operator's to fix, and everything written so far is whole
+            _error_exit([f"no space left on {e.filename or 'the disk'}: free space, then the same command resumes"])
     return wrapper
+
+
+def _error_exit(lines: list[str]):
+    for line in lines:
+        console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    sys.exit(2)
 
 
 def _warn(message: str):
@@ -76,6 +86,7 @@ class Progress:
     def stop(self):
         if self.task is not None:   # a run refused before it started prints no empty bar
             self.bar.stop()
+            self.task = None        # stopped once: a second stop would print a blank line
 
 
 @click.group()
@@ -279,18 +290,44 @@ def _finite(ctx, param, value: float) -> float:
     return value
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so that they end a run as Ctrl-C does."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
+
+
 def _in_sandbox(sandbox: str, workers: int, timeout: float, run_dir: str, label: str, work):
-    """work(box, progress) with the sandbox open and a progress bar; Ctrl-C keeps what was done."""
-    box = _open_sandbox(sandbox, workers, timeout)
-    progress = Progress(label)
+    """work(box, progress) under the run directory's lock, with the sandbox open and a progress bar;
+    Ctrl-C, SIGTERM and SIGHUP keep what was done and exit 128 + the signal."""
+    import signal
+    from mtpb.rundir import RunDir
+    previous = {s: signal.signal(s, _raise_stopped) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return work(box, progress)
-    except KeyboardInterrupt:
+        # taken before anything of RUN is read or written: a second writer is refused at once
+        with RunDir(run_dir).lock():
+            box = _open_sandbox(sandbox, workers, timeout)
+            progress = Progress(label)
+            try:
+                return work(box, progress)
+            except KeyboardInterrupt as e:
+                progress.stop()         # the bar's last frame, then the message as the last line
+                _interrupted(run_dir)   # before the sandbox closes: it silences the workers that lose it
+                sys.exit(128 + getattr(e, "signum", signal.SIGINT))
+            finally:
+                progress.stop()
+                box.close()
+    except KeyboardInterrupt as e:   # while the sandbox opens or closes
         _interrupted(run_dir)
-        sys.exit(130)
+        sys.exit(128 + getattr(e, "signum", signal.SIGINT))
     finally:
-        progress.stop()
-        box.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _interrupted(run_dir: str):
@@ -298,7 +335,8 @@ def _interrupted(run_dir: str):
     as the sandbox closes have nothing useful to say."""
     import threading
     threading.excepthook = lambda args: None
-    console.print(f"interrupted: what was done is kept in {run_dir}; the same command resumes it")
+    console.print(f"interrupted: what was done is kept in {escape(run_dir)}; the same command resumes it",
+                  highlight=False, soft_wrap=True)
 
 
 @main.command()

@@ -43,6 +43,12 @@ class RunDir:
             raise RunDirError(f"--out {self.path}: cannot create the folder ({e.strerror or e}): "
                               "give a folder path you can write to") from None
 
+    def lock(self):
+        """The run's one-writer lock (mtpb.runlock), the folder created first; use it as `with`."""
+        from mtpb.runlock import RunLock
+        self.create()
+        return RunLock(self.path)
+
     def read_manifest(self) -> dict | None:
         """run.json, or None for a run not started yet."""
         return load_json(self.manifest) if self.manifest.exists() else None
@@ -137,23 +143,34 @@ def _line(record: dict) -> str:
 
 
 class JsonlWriter:
-    """Whole lines only, flushed per write; fsync at checkpoints so a crash loses nothing checkpointed."""
+    """Whole lines only, written straight to the file; fsync at checkpoints so a crash loses nothing
+    checkpointed. A write that fails (full disk, Ctrl-C) is cut back to the last whole line."""
 
     def __init__(self, path: Path):
         repair_tail(path)
-        self.f = open(path, "a", encoding="utf-8")
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     def write(self, record: dict):
-        self.f.write(_line(record))
-        self.f.flush()
+        data = memoryview(_line(record).encode("utf-8"))
+        end = os.lseek(self.fd, 0, os.SEEK_END)
+        try:
+            while data:
+                data = data[os.write(self.fd, data):]
+        except BaseException as e:
+            os.ftruncate(self.fd, end)   # a cut line would be read as a malformed one
+            if isinstance(e, OSError) and not e.filename:
+                e.filename = str(self.path)   # so the message says which file could not be written
+            raise
 
     def checkpoint(self):
-        self.f.flush()
-        os.fsync(self.f.fileno())
+        os.fsync(self.fd)
 
     def close(self):
-        self.checkpoint()
-        self.f.close()
+        try:
+            self.checkpoint()
+        finally:
+            os.close(self.fd)
 
 
 def _write_atomic(path: Path, texts: Iterable[str]):
@@ -164,10 +181,12 @@ def _write_atomic(path: Path, texts: Iterable[str]):
             f.writelines(texts)
             f.flush()
             os.fsync(f.fileno())
-    except BaseException:
+        os.replace(tmp, path)
+    except BaseException as e:   # a full disk, say: no half-written .tmp is left behind
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:
+            e.filename = str(path)
         raise
-    os.replace(tmp, path)
 
 
 def write_jsonl_atomic(path: Path, records: Iterable[dict]):

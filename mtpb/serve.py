@@ -2,43 +2,55 @@
 
     mtpb serve --model FOLDER [--host 127.0.0.1] [--port 8000] [--device cuda] [--dtype fp16] [--batch-size 16]
 
-POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health. Handler threads
-(stdlib ThreadingHTTPServer) parse and validate requests and hand jobs to one engine thread
-(serve_batcher.Batcher), which batches whatever is waiting into one generate call.
+POST /v1/completions, POST /v1/chat/completions, POST /v1/responses, GET /v1/models, GET /health.
+Handler threads (stdlib ThreadingHTTPServer, bounded: serve_http.py) parse, validate and tokenise
+requests and hand jobs to one engine thread (serve_batcher.Batcher), which fills each generate call
+round-robin over the waiting requests. Per-request limits (serve_http.Limits): sequences (prompts
+x n), prompt + max_tokens within the model's context, total tokens; each refusal is a 400 naming it.
 
 Fields read: model, prompt (a string or a list of strings), messages, max_tokens (chat also
 max_completion_tokens), temperature, top_p, n, stop, seed, stream. Defaults follow the OpenAI API
 (temperature 1, top_p 1, n 1, max_tokens 16 for completions). Sampling uses the server's top-k
 (--top-k, 50 as transformers and the codegen backend). A prompt longer than the model's context
-keeps its most recent tokens. Each choice also carries vLLM's `stop_reason`: the stop string that
+(plus max_tokens) is refused, as vLLM does. Each choice also carries vLLM's `stop_reason`: the stop string that
 ended it, so a client can restore what the model wrote (the openai backend does).
 
 Chat on a base model: the conversation is rendered as the MTPB multi-turn context, PREFIX, then
 per user message "# " + each of its lines, per assistant message the code of its fenced block
 followed by a blank line; system messages are dropped (a base model cannot follow instructions).
 The model continues with code, which ends where MTPB truncation (mode multi) would end it, and
-the reply is that code in a ```python fence. stream=true answers with server-sent events, the
-whole text in one chunk (the engine does not yield tokens one by one).
+the reply is that code in a ```python fence. stream=true answers with server-sent events, token
+by token (text that a stop string or the truncation could still take back is held until it cannot).
+A client that disconnects has its sequences dropped within one decode step.
+
+/v1/responses serves the part of the Responses API that evaluation clients (inspect-ai) use: input
+as a string or a list of messages, instructions (dropped, as system messages are), max_output_tokens,
+temperature, top_p; the reply's output_text and usage. It answers like chat (a fenced reply).
 """
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import sys
 import threading
 import time
+from collections import Counter
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import click
 
 from mtpb.paths import tiny_checkpoint
 from mtpb.prompts import served_chat_context
-from mtpb.serve_batcher import Batcher, Job, Output
+from mtpb.serve_batcher import Batcher, Job, Output, Ticket, finish
+from mtpb.serve_http import ApiError, HTTPServer, Limits, client_gone, parse_json, release_memory
+from mtpb.serve_responses import response_object, responses_messages, responses_sampling
 
-MAX_BODY = 32 << 20
 MAX_N = 64
+POLL = 0.05       # seconds between looks at a waiting client's socket (does it still listen?)
 # Fields whose non-neutral values we cannot honour: refused rather than silently ignored.
 UNSUPPORTED = {"logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": (None, False),
                "best_of": (None, 1), "suffix": (None, ""), "logit_bias": (None, {}),
@@ -46,10 +58,8 @@ UNSUPPORTED = {"logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": 
                "tools": (None, []), "response_format": (None, {"type": "text"})}
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.param, self.kind = status, message, param, kind
+class ClientGone(Exception):
+    """The client closed its connection while its request ran: nothing to answer."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,8 @@ def _number(body: dict, name: str, default, kind, low, high):
     value = body.get(name)
     if value is None:
         return default
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ApiError(400, f"{name} must be a finite number", name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
         raise ApiError(400, f"{name} must be {'an integer' if kind is int else 'a number'}", name)
     if not low <= value <= high:
@@ -128,12 +140,16 @@ def parse_sampling(body: dict, max_length: int, chat: bool) -> Sampling:
                     stop=tuple(s for s in stop if s), seed=seed, stream=stream)
 
 
-def make_jobs(prompts: list[str], s: Sampling, truncation: str | None = None) -> list[Job]:
+def make_jobs(prompts: list[str], s: Sampling, truncation: str | None = None,
+              prompt_ids: list[list[int]] | None = None, ticket: Ticket | None = None) -> list[Job]:
     """n jobs per prompt, choice index = prompt index * n + sample; seeds seed, seed+1, ... ."""
     base = s.seed if s.seed is not None else secrets.randbits(31)
+    ids = prompt_ids or [None] * len(prompts)
+    pairs = [(p, tuple(i) if i else None) for p, i in zip(prompts, ids) for _ in range(s.n)]
     return [Job(prompt=p, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
-                seed=(base + k) & 0x7FFFFFFFFFFFFFFF, stop=s.stop, truncation=truncation)
-            for k, p in enumerate(p for p in prompts for _ in range(s.n))]
+                seed=(base + k) & 0x7FFFFFFFFFFFFFFF, stop=s.stop, truncation=truncation, prompt_ids=i,
+                ticket=ticket, slot=k)
+            for k, (p, i) in enumerate(pairs)]
 
 
 def completion_prompts(body: dict) -> list[str]:
@@ -167,51 +183,86 @@ def chat_choice(i: int, o: Output) -> dict:
             "finish_reason": o.finish_reason, "stop_reason": o.stop_reason}
 
 
-class App:
-    """What the handlers share: the served name, the engine thread, the limits."""
+@dataclass
+class Plan:
+    """A checked request, ready for the engine thread."""
+    kind: str                         # completion | chat | response
+    jobs: list[Job]
+    sampling: Sampling
+    ticket: Ticket
 
-    def __init__(self, name: str, batcher: Batcher, max_length: int, api_key: str | None = None):
+
+class App:
+    """What the handlers share: the served name, the tokenizer, the engine thread, the limits."""
+
+    def __init__(self, name: str, batcher: Batcher, max_length: int, api_key: str | None = None,
+                 tokenizer=None, limits: Limits = Limits()):
         self.name, self.batcher, self.max_length, self.api_key = name, batcher, max_length, api_key
+        self.tokenizer, self.limits = tokenizer, limits
         self.created = int(time.time())
+        self.served: Counter[str] = Counter()   # answered requests per kind (completion, chat, response)
 
     def models(self) -> dict:
         return {"object": "list", "data": [{"id": self.name, "object": "model", "created": self.created,
                                             "owned_by": "mtpb", "max_model_len": self.max_length}]}
 
-    def complete(self, body: dict, chat: bool) -> tuple[dict, Sampling]:
+    def plan(self, body: dict, kind: str) -> Plan:
+        """Validate, tokenise (here, on the handler's thread) and check the limits; 400s name them."""
         if body.get("model") not in (self.name, None):
             raise ApiError(404, f"model {body.get('model')!r} does not exist: this server serves {self.name!r}",
                            "model", "not_found_error")
-        s = parse_sampling(body, self.max_length, chat)
-        if chat:
-            jobs = make_jobs([render_chat(body.get("messages"))], s, truncation="multi")
+        if kind == "response":
+            s = parse_sampling(responses_sampling(body), self.max_length, chat=True)
+            prompts, truncation = [render_chat(responses_messages(body))], "multi"
+        elif kind == "chat":
+            s = parse_sampling(body, self.max_length, chat=True)
+            prompts, truncation = [render_chat(body.get("messages"))], "multi"
         else:
-            jobs = make_jobs(completion_prompts(body), s)
-        outputs = [f.result() for f in self.batcher.submit(jobs)]
-        kind = "chatcmpl" if chat else "cmpl"
+            s = parse_sampling(body, self.max_length, chat=False)
+            prompts, truncation = completion_prompts(body), None
+        limits = self.limits
+        if len(prompts) * s.n > limits.max_sequences:
+            raise ApiError(400, f"this request asks for {len(prompts) * s.n} sequences ({len(prompts)} prompts x "
+                           f"n={s.n}): the limit is {limits.max_sequences} sequences per request", "n")
+        ids = self.tokenizer.encode_batch(prompts) if self.tokenizer is not None else None
+        if ids is not None:
+            for i, p in enumerate(ids):
+                if len(p) + s.max_tokens > self.max_length:
+                    raise ApiError(400, f"prompt {i} has {len(p)} tokens and max_tokens is {s.max_tokens}: together "
+                                   f"more than the model's context of {self.max_length} tokens", "prompt")
+            total = sum(len(p) + s.max_tokens for p in ids) * s.n
+            if total > limits.max_request_tokens:
+                raise ApiError(400, f"this request needs {total} tokens (prompt + max_tokens, summed over its "
+                               f"sequences): the limit is {limits.max_request_tokens} tokens per request",
+                               "max_tokens")
+        ticket = Ticket()
+        return Plan(kind, make_jobs(prompts, s, truncation, ids, ticket), s, ticket)
+
+    def reply(self, plan: Plan, outputs: list[Output], body: dict) -> dict:
+        if plan.kind == "response":
+            s = plan.sampling
+            return response_object(self.name, outputs[0], fenced(outputs[0].text), body, s.max_tokens,
+                                    s.temperature, s.top_p)
+        chat = plan.kind == "chat"
         choice = chat_choice if chat else completion_choice
-        reply = {"id": f"{kind}-{secrets.token_hex(12)}", "object": "chat.completion" if chat else "text_completion",
-                 "created": int(time.time()), "model": self.name,
-                 "choices": [choice(i, o) for i, o in enumerate(outputs)], "usage": usage(outputs, s.n)}
-        return reply, s
+        return {"id": f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}",
+                "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
+                "model": self.name, "choices": [choice(i, o) for i, o in enumerate(outputs)],
+                "usage": usage(outputs, plan.sampling.n)}
 
 
-def stream_events(reply: dict, chat: bool):
-    """SSE chunks: per choice its whole text, then its finish_reason; then [DONE]."""
-    head = {k: reply[k] for k in ("id", "created", "model")}
-    head["object"] = "chat.completion.chunk" if chat else "text_completion"
-    for c in reply["choices"]:
-        if chat:
-            parts = [{"index": c["index"], "delta": {"role": "assistant", "content": c["message"]["content"]},
-                      "finish_reason": None},
-                     {"index": c["index"], "delta": {}, "finish_reason": c["finish_reason"]}]
-        else:
-            parts = [{"index": c["index"], "text": c["text"], "logprobs": None, "finish_reason": None},
-                     {"index": c["index"], "text": "", "logprobs": None, "finish_reason": c["finish_reason"],
-                      "stop_reason": c["stop_reason"]}]
-        for part in parts:
-            yield "data: " + json.dumps({**head, "choices": [part]}) + "\n\n"
-    yield "data: [DONE]\n\n"
+def visible(job: Job, text: str, chat: bool) -> str:
+    """The part of a sequence's text so far that no later token can take back (what streams now)."""
+    text = text.rstrip("\ufffd")                    # a character whose bytes are not all there yet
+    hold = max((len(s) for s in job.stop), default=1) - 1
+    cut, reason, _ = finish(job, text, "length")
+    if len(cut) < len(text) and job.truncation is None:
+        return cut                                  # a stop string matched: this is the final text
+    base = text[:len(text) - hold] if hold else text
+    if chat:                                        # truncation decides per line: hold the last one
+        base = base[:base.rfind("\n") + 1]
+    cut = finish(job, base, "length")[0]
+    return cut.strip("\n") if chat else cut
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -221,6 +272,15 @@ class Handler(BaseHTTPRequestHandler):
     @property
     def app(self) -> App:
         return self.server.app  # type: ignore[attr-defined]
+
+    def setup(self):
+        super().setup()
+        self.connection.settimeout(self.server.limits.request_timeout)   # type: ignore[attr-defined]
+        self._watch = True
+
+    def handle_one_request(self):
+        self.server.set_deadline(self.connection)   # type: ignore[attr-defined]  # idle wait + request line + headers + body
+        super().handle_one_request()
 
     def do_GET(self):
         self._handle(self._get)
@@ -234,86 +294,195 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, self.app.models())
         if path == "/health":
             return self._json(200, {"status": "ok"})
-        if path in ("/v1/completions", "/v1/chat/completions"):
+        if path in ("/v1/completions", "/v1/chat/completions", "/v1/responses"):
             raise ApiError(405, f"{path} takes POST")
-        raise ApiError(404, f"no route {path}: try /v1/completions, /v1/chat/completions, /v1/models",
-                       kind="not_found_error")
+        raise ApiError(404, f"no route {path}: try /v1/completions, /v1/chat/completions, /v1/responses, "
+                       "/v1/models", kind="not_found_error")
 
     def _post(self):
-        path = self.path.split("?")[0].rstrip("/")
-        chat = path in ("/v1/chat/completions", "/chat/completions")
-        if not chat and path not in ("/v1/completions", "/completions"):
-            raise ApiError(404, f"no route {path}: try /v1/completions or /v1/chat/completions",
+        path = self.path.split("?")[0].rstrip("/").removeprefix("/v1")
+        kind = {"/completions": "completion", "/chat/completions": "chat", "/responses": "response"}.get(path)
+        if kind is None:
+            raise ApiError(404, f"no route {self.path}: try /v1/completions, /v1/chat/completions or /v1/responses",
                            kind="not_found_error")
-        try:
-            body = json.loads(self._body)
-        except ValueError:
-            raise ApiError(400, "the request body is not valid JSON") from None
+        body = parse_json(self._body)
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object")
-        reply, sampling = self.app.complete(body, chat)
-        if sampling.stream:
-            return self._stream(stream_events(reply, chat))
-        self._json(200, reply)
+        plan = self.app.plan(body, kind)
+        futures = self.app.batcher.submit(plan.jobs)
+        try:
+            if plan.sampling.stream:
+                return self._stream(plan, futures)
+            outputs = self._wait(futures, plan.ticket)
+        except BaseException:
+            plan.ticket.cancel()          # whatever went wrong, the engine stops working for it
+            raise
+        self._json(200, self.app.reply(plan, outputs, body))
+        self.app.served[kind] += 1
+
+    def _wait(self, futures: list[Future], ticket: Ticket) -> list[Output]:
+        """The outputs, watching the socket meanwhile: a client that hangs up cancels its request."""
+        while wait(futures, timeout=POLL if self._watch else None).not_done:
+            self._check_client(ticket)
+        return [f.result() for f in futures]
+
+    def _check_client(self, ticket: Ticket) -> None:
+        if not self._watch:
+            return
+        gone = client_gone(self.connection)
+        if gone:
+            ticket.cancel()
+            raise ClientGone
+        if gone is None:
+            self._watch = False           # it sent more (pipelining): its hang-up cannot be seen now
 
     def _handle(self, route):
+        self._body = b""
         try:
             if self.command == "POST":    # read first, whatever the answer: the connection stays in step
                 self._body = self._read_body()
+            self.server.clear_deadline(self.connection)  # type: ignore[attr-defined]
             key = self.app.api_key
             if key is not None and self.headers.get("Authorization") != f"Bearer {key}":
                 raise ApiError(401, "invalid or missing API key (Authorization: Bearer KEY)",
                                kind="authentication_error")
             route()
         except ApiError as e:
-            self._json(e.status, {"error": {"message": e.message, "type": e.kind, "param": e.param,
-                                            "code": e.status}})
-        except (BrokenPipeError, ConnectionResetError):
+            try:
+                self._json(e.status, {"error": {"message": e.message, "type": e.kind, "param": e.param,
+                                                "code": e.status}})
+            except OSError:                       # closed meanwhile (timed out, evicted, hung up)
+                self.close_connection = True
+                return
+            if e.status == 413:
+                self._drain()
+        except (ClientGone, BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True          # the client went away: nothing to answer
         except Exception as e:                    # a bug or an engine failure: answer, log, keep serving
             print(f"mtpb serve: {type(e).__name__}: {e}", file=sys.stderr)
-            self._json(500, {"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error",
-                                       "param": None, "code": 500}})
+            try:
+                self._json(500, {"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error",
+                                           "param": None, "code": 500}})
+            except OSError:
+                self.close_connection = True
+        finally:
+            if len(self._body) > (1 << 20):   # a large body leaves freed heap behind: give it back
+                self._body = b""
+                release_memory()
 
     def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True
+            raise ApiError(411, "send the body with a Content-Length (chunked bodies are not supported)")
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
-        if not 0 <= length <= MAX_BODY:
+        limit = self.server.limits.max_body  # type: ignore[attr-defined]
+        if length > limit:
+            self.close_connection = True
+            self._unread = length
+            raise ApiError(413, f"the request body has {length} bytes: the limit is {limit} bytes")
+        if length < 0:
             self.close_connection = True          # the unread body would be taken for the next request
-            raise ApiError(413 if length > MAX_BODY else 400, f"need a Content-Length of at most {MAX_BODY} bytes")
+            raise ApiError(400, "bad Content-Length")
         return self.rfile.read(length)
+
+    def _drain(self) -> None:
+        """Read and drop an oversized body (up to max_drain, within the request deadline), so the
+        client, still sending, gets to read the 413 instead of a broken pipe."""
+        left = min(self._unread, self.server.limits.max_drain)  # type: ignore[attr-defined]
+        self.server.set_deadline(self.connection)  # type: ignore[attr-defined]
+        try:
+            while left > 0:
+                chunk = self.rfile.read1(min(left, 1 << 20))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
+        finally:
+            self.server.clear_deadline(self.connection)  # type: ignore[attr-defined]
 
     def _json(self, status: int, payload: dict):
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
-    def _stream(self, events):
+    # ---- streaming
+    def _stream(self, plan: Plan, futures: list[Future]) -> None:
+        """Server-sent events, token by token per choice (interleaved), then finish chunks, [DONE]."""
+        chat = plan.kind == "chat"
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")   # the end of the stream is the end of the connection
         self.end_headers()
         self.close_connection = True
-        for event in events:
-            self.wfile.write(event.encode())
+        head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}",
+                "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": int(time.time()), "model": self.app.name}
+        n = len(plan.jobs)
+        sent, ended = [""] * n, [False] * n
+        eos = getattr(self.app.tokenizer, "eos_id", None)
+
+        def send(part: dict) -> None:
+            self.wfile.write(("data: " + json.dumps({**head, "choices": [part]}) + "\n\n").encode())
+
+        def delta(i: int, text: str) -> None:
+            if chat:
+                send({"index": i, "delta": {"content": text}, "logprobs": None, "finish_reason": None})
+            else:
+                send({"index": i, "text": text, "logprobs": None, "finish_reason": None})
+
+        if chat:
+            for i in range(n):
+                send({"index": i, "delta": {"role": "assistant", "content": "```python\n"}, "logprobs": None,
+                      "finish_reason": None})
+        while not all(ended):
+            plan.ticket.changed.wait(POLL)
+            plan.ticket.changed.clear()
+            for i, (job, future) in enumerate(zip(plan.jobs, futures)):
+                if ended[i]:
+                    continue
+                if future.done():
+                    o = future.result()
+                    final = o.text.strip("\n") if chat else o.text
+                    rest = final[len(sent[i]):] if final.startswith(sent[i]) else ""
+                    if chat:
+                        rest += "\n```"
+                    if rest:
+                        delta(i, rest)
+                    last = {"index": i, "logprobs": None, "finish_reason": o.finish_reason}
+                    if chat:
+                        last["delta"] = {}
+                    else:
+                        last.update(text="", stop_reason=o.stop_reason)
+                    send(last)
+                    ended[i] = True
+                elif i in plan.ticket.progress:
+                    tokens = [t for t in list(plan.ticket.progress[i]) if t != eos]
+                    now = visible(job, self.app.tokenizer.decode(tokens), chat)
+                    if len(now) > len(sent[i]) and now.startswith(sent[i]):
+                        delta(i, now[len(sent[i]):])
+                        sent[i] = now
+            self.wfile.flush()
+            if not all(ended):
+                self._check_client(plan.ticket)
+        self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
+        self.app.served[plan.kind] += 1
 
     def log_message(self, format, *args):         # quiet: a benchmark server answers thousands of calls
         pass
 
 
 # ------------------------------------------------------------------------------------ the server
-class HTTPServer(ThreadingHTTPServer):
-    request_queue_size = 1024     # the default 5 resets connections when many clients connect at once
-    daemon_threads = True
-
-
 class Server:
     """A running server: HTTP threads on `httpd`, the engine thread in `batcher`."""
 
@@ -355,7 +524,8 @@ def engine_runner(engine):
     def run(jobs: list[Job], is_finished):
         # key=None: the engine's cache still finds shared prefixes (turns of one conversation) by content
         return engine.generate([GenerationRequest(prompt=j.prompt, max_new_tokens=j.max_tokens, seed=j.seed,
-                                                  temperature=j.temperature, top_p=j.top_p) for j in jobs],
+                                                  temperature=j.temperature, top_p=j.top_p,
+                                                  prompt_ids=j.prompt_ids, on_token=j.on_token) for j in jobs],
                                is_finished)
     return run
 
@@ -363,7 +533,7 @@ def engine_runner(engine):
 def start_server(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, device: str | None = None,
                  dtype: str | None = None, batch_size: int = 16, max_length: int | None = None, top_k: int = 50,
                  served_model_name: str | None = None, api_key: str | None = None,
-                 decode: str | None = None) -> Server:
+                 decode: str | None = None, limits: Limits = Limits()) -> Server:
     """Load the model, bind the address; call serve_forever() or start() on the result.
     A bad option or checkpoint raises mtpb.engine.load.EngineError."""
     from mtpb.engine.load import load_engine   # torch is imported here, not when the CLI starts
@@ -372,13 +542,13 @@ def start_server(model: str | None = None, host: str = "127.0.0.1", port: int = 
                          top_k=top_k, decode=decode)
     info = {"model": checkpoint, **engine.describe()}
     name = served_model_name or model or Path(checkpoint).name
-    batcher = Batcher(engine_runner(engine), max_batch=batch_size)
+    batcher = Batcher(engine_runner(engine), max_batch=batch_size, decode=engine.tokenizer.decode)
     try:
-        httpd = HTTPServer((host, port), Handler)
+        httpd = HTTPServer((host, port), Handler, limits)
     except OSError:
         batcher.close()
         raise
-    httpd.app = App(name, batcher, engine.max_length, api_key)  # type: ignore[attr-defined]
+    httpd.app = App(name, batcher, engine.max_length, api_key, engine.tokenizer, limits)  # type: ignore[attr-defined]
     return Server(httpd, httpd.app, info)  # type: ignore[attr-defined]
 
 
@@ -398,13 +568,23 @@ def start_server(model: str | None = None, host: str = "127.0.0.1", port: int = 
 @click.option("--served-model-name", default=None, help="The model id clients send (default: the --model value).")
 @click.option("--api-key", default=None, envvar="MTPB_SERVE_API_KEY",
               help="Require 'Authorization: Bearer KEY' (default: no key; also $MTPB_SERVE_API_KEY).")
+@click.option("--max-sequences", default=Limits.max_sequences, show_default=True, type=click.IntRange(1),
+              help="Most sequences (prompts x n) in one request.")
+@click.option("--max-request-tokens", default=Limits.max_request_tokens, show_default=True, type=click.IntRange(1),
+              help="Most prompt + max_tokens tokens, summed over a request's sequences.")
+@click.option("--max-connections", default=Limits.max_connections, show_default=True, type=click.IntRange(1),
+              help="Most open connections (one thread each); more get 503.")
+@click.option("--request-timeout", default=Limits.request_timeout, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds a client has to send a whole request (idle keep-alive included).")
 def serve_command(model, host, port, device, dtype, batch_size, max_length, top_k, decode, served_model_name,
-                  api_key):
-    """Serve a CodeGen checkpoint over an OpenAI-compatible API (completions and chat)."""
+                  api_key, max_sequences, max_request_tokens, max_connections, request_timeout):
+    """Serve a CodeGen checkpoint over an OpenAI-compatible API (completions, chat, responses)."""
     from mtpb.engine.load import EngineError
     try:
+        limits = Limits(max_sequences=max_sequences, max_request_tokens=max_request_tokens,
+                        max_connections=max_connections, request_timeout=request_timeout)
         server = start_server(model, host, port, device, dtype, batch_size, max_length, top_k,
-                              served_model_name, api_key, decode)
+                              served_model_name, api_key, decode, limits)
     except EngineError as e:
         raise click.ClickException(f"--{e.option.replace('_', '-')} {e.value}: {e}" if e.option else str(e)) from None
     except OSError as e:

@@ -1,20 +1,26 @@
-"""The engine thread of `mtpb serve`: one queue, one thread, whatever is waiting goes into one call.
+"""The engine thread of `mtpb serve`: fair batches of whatever is waiting, one thread, one engine.
 
-HTTP handler threads submit jobs and block on their futures. The engine thread takes the first
-waiting job, then every other job already waiting, up to the engine's batch size, and runs them
-as one generate call. There is no batching delay: while one call runs, new jobs queue up and form
-the next batch, so batches grow with concurrency by themselves. Only this thread touches the engine.
+HTTP handler threads submit a request's jobs (one per sequence) and wait on their futures. The
+engine thread fills each batch round-robin over the waiting requests, one job of each in turn, up
+to the engine's batch size, so a request of 64 sequences shares every batch with the small requests
+that arrive meanwhile instead of holding the engine for 64 sequences' worth of calls. There is no
+batching delay: while one call runs, new jobs queue up and form the next batch. Only this thread
+touches the engine.
+
+Each request has a Ticket: the engine reports every new token through it (streaming) and reads its
+cancel flag after every token, so the work of a client that went away stops within one decode step,
+and its jobs still waiting are dropped.
 
 The engine takes one stop test per call (is_finished(text)), so jobs with different stop rules
 gathered together run as one call per rule, in arrival order.
 """
 from __future__ import annotations
 
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass, field
 
 from mtpb.prompts import is_finished, truncate
 
@@ -29,6 +35,21 @@ class Job:
     seed: int = 0
     stop: tuple[str, ...] = ()        # literal stop strings: the text ends before the first one
     truncation: str | None = None     # "multi": also end where MTPB truncation would (chat on a base model)
+    prompt_ids: tuple[int, ...] | None = None   # tokenised by the handler thread, not the engine's
+    ticket: Ticket | None = field(default=None, compare=False)
+    slot: int = 0                     # this job's place in its request (the ticket's progress key)
+
+    def on_token(self, tokens: list[int], engine_finish: str = "") -> bool:
+        """Called by the engine after each new token: record it, answer a finished sequence at once;
+        True (stop) once the client left."""
+        ticket = self.ticket
+        if ticket is None:
+            return False
+        ticket.progress[self.slot] = tokens     # the engine's own list: it keeps growing in place
+        if engine_finish and ticket.resolve is not None:
+            ticket.resolve(self, tokens, engine_finish)
+        ticket.changed.set()
+        return ticket.cancelled.is_set()
 
     @property
     def rule(self) -> tuple:
@@ -44,12 +65,27 @@ class Output:
     completion_tokens: int
 
 
+class Ticket:
+    """One request's link to the engine thread: tokens so far per job, and a cancel flag."""
+
+    def __init__(self):
+        self.cancelled = threading.Event()
+        self.changed = threading.Event()
+        self.progress: dict[int, list[int]] = {}
+        self.futures: dict[int, Future] = {}    # slot -> its future, while the engine runs it
+        self.resolve: Callable[[Job, list[int], str], None] | None = None
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
 @dataclass
 class BatchStats:
     """Written by the engine thread only; read by anyone (tests, the bench)."""
     calls: int = 0
     jobs: int = 0
     largest: int = 0
+    cancelled: int = 0                # jobs stopped early because their client went away
 
 
 def stop_test(stop: tuple[str, ...], truncation: str | None) -> Callable[[str], bool]:
@@ -73,56 +109,87 @@ def finish(job: Job, text: str, engine_finish: str) -> tuple[str, str, str | Non
     return text, reason, stop_reason
 
 
-_CLOSE = object()
-
-
 class Batcher:
     """run_batch(jobs, is_finished) -> one engine completion each (.text, .token_ids, .prompt_tokens, .finish)."""
 
-    def __init__(self, run_batch: Callable[[list[Job], Callable[[str], bool]], Sequence], max_batch: int):
-        self.run_batch, self.max_batch = run_batch, max_batch
+    def __init__(self, run_batch: Callable[[list[Job], Callable[[str], bool]], Sequence], max_batch: int,
+                 decode: Callable[[list[int]], str] | None = None):
+        """decode: the engine's tokenizer decode; given, a sequence is answered as soon as it ends
+        (through its ticket), not when the longest sequence of its batch does."""
+        self.run_batch, self.max_batch, self.decode = run_batch, max_batch, decode
         self.stats = BatchStats()
-        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Condition()
+        self._waiting: deque[deque[tuple[Job, Future]]] = deque()   # one deque of jobs per request
+        self._closing = False
         self._thread = threading.Thread(target=self._loop, name="mtpb-engine", daemon=True)
         self._thread.start()
 
     def submit(self, jobs: list[Job]) -> list[Future]:
-        futures = []
-        for job in jobs:
-            future: Future = Future()
-            self._queue.put((job, future))
-            futures.append(future)
+        """One request's jobs; they share batches fairly with every other request's."""
+        futures = [Future() for _ in jobs]
+        with self._lock:
+            if self._closing:
+                for f in futures:
+                    f.set_exception(RuntimeError("the server is shutting down"))
+                return futures
+            if jobs:
+                if self.decode is not None:
+                    for job, fut in zip(jobs, futures):
+                        if job.ticket is not None:
+                            job.ticket.futures[job.slot] = fut
+                            job.ticket.resolve = self._resolve
+                self._waiting.append(deque(zip(jobs, futures)))
+                self._lock.notify()
         return futures
 
+    def waiting(self) -> int:
+        with self._lock:
+            return sum(len(r) for r in self._waiting)
+
     def close(self, timeout: float | None = 10) -> None:
-        self._queue.put(_CLOSE)
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
         self._thread.join(timeout)
 
+    def _gather(self) -> list[tuple[Job, Future]] | None:
+        """Up to max_batch jobs, one per waiting request in turn; None once closing with nothing left."""
+        with self._lock:
+            while not self._waiting and not self._closing:
+                self._lock.wait()
+            if self._closing:       # jobs queued behind the close are answered, never left hanging
+                for request in self._waiting:
+                    for _, fut in request:
+                        if fut.set_running_or_notify_cancel():
+                            fut.set_exception(RuntimeError("the server is shutting down"))
+                self._waiting.clear()
+                return None
+            batch = []
+            while self._waiting and len(batch) < self.max_batch:
+                request = self._waiting.popleft()
+                job, fut = request.popleft()
+                if job.ticket is not None and job.ticket.cancelled.is_set():
+                    for _, dropped in [(job, fut), *request]:      # its other jobs too
+                        dropped.set_exception(CancelledError("the client went away"))
+                    request.clear()
+                elif fut.set_running_or_notify_cancel():
+                    batch.append((job, fut))
+                if request:
+                    self._waiting.append(request)
+            return batch
+
     def _loop(self) -> None:
-        closing = False
-        while not closing:
-            first = self._queue.get()
-            if first is _CLOSE:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _CLOSE:
-                    closing = True      # finish what was gathered, then stop
-                    break
-                batch.append(item)
-            self._run([(job, fut) for job, fut in batch if fut.set_running_or_notify_cancel()])
-        # jobs queued behind the close are answered, never left hanging
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is not _CLOSE:
-                item[1].set_exception(RuntimeError("the server is shutting down"))
+        while (batch := self._gather()) is not None:
+            if batch:
+                self._run(batch)
+
+    def _resolve(self, job: Job, tokens: list[int], engine_finish: str) -> None:
+        """A sequence ended inside a running call: answer it now (the same Output the call would give)."""
+        fut = job.ticket.futures.get(job.slot) if job.ticket is not None else None
+        if fut is None or fut.done():
+            return
+        prompt_tokens = len(job.prompt_ids) if job.prompt_ids else 1     # the engine feeds eos for ""
+        fut.set_result(Output(*finish(job, self.decode(tokens), engine_finish), prompt_tokens, len(tokens)))
 
     def _run(self, batch: list[tuple[Job, Future]]) -> None:
         groups: dict[tuple, list[tuple[Job, Future]]] = {}
@@ -138,7 +205,14 @@ class Batcher:
                            for (job, _), c in zip(group, done)]
             except BaseException as e:   # one bad call fails its own requests, never the thread
                 for _, fut in group:
-                    fut.set_exception(e)
+                    if not fut.done():
+                        fut.set_exception(e)
                 continue
-            for (_, fut), output in zip(group, outputs):
-                fut.set_result(output)
+            for (_, fut), output, c in zip(group, outputs, done):
+                if fut.done():            # answered when its sequence ended
+                    continue
+                if c.finish == "cancelled":
+                    self.stats.cancelled += 1
+                    fut.set_exception(CancelledError("the client went away"))
+                else:
+                    fut.set_result(output)

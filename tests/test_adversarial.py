@@ -5,7 +5,9 @@ for anything the attack left (processes, files, IPC objects) and must pass: so t
 going and nothing of one program survives into the next. After every attack the host is checked:
 canary files unchanged, no file written outside, no process of the sandbox left. An attack that
 needs the answer to pass is given an expected output it cannot know (or the secret it tries to
-steal), and verdicts use the fixed rules (`mtpb`).
+steal), and verdicts use the fixed rules (`mtpb`). An attack that probes many targets (hosts, sockets,
+paths) instead prints the list of those it reached and must pass with an empty list: it runs to its
+end, and a single target reached fails the test.
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ if libc.mq_open(b"/mtpb-leak", os.O_RDONLY) >= 0:
 print({"procs": procs, "files": sorted(files), "ipc": ipc})
 '''
 CLEAN = {"procs": [], "files": [], "ipc": []}
+REACHED_NOTHING = []                   # what an attack with reports_reach prints when it reached nothing
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Attack:
     program: str                       # str.format fields: token, secret, port, abstract, canary, secret_root, ...
     expected: str = "token"            # which context value is the expected output
     statuses: tuple = ()               # allowed statuses, if narrower than "anything but passed"
+    reports_reach: bool = False        # prints the list of what it reached: must print [] and pass
 
 
 ATTACKS = [
@@ -84,22 +88,23 @@ for host in ("127.0.0.1", "{host_ip}", "10.0.2.2", "172.17.0.1"):
 print(got)''', expected="secret"),
     Attack("network to the outside and DNS", r'''
 import socket, urllib.request
-got = []
+reached = []
 for target in (("1.1.1.1", 53), ("8.8.8.8", 443)):
     try:
-        socket.create_connection(target, timeout=1)
-        got.append(f"connected {{target}}")
-    except OSError as e:
+        socket.create_connection(target, timeout=1).close()
+        reached.append("tcp %s:%d" % target)
+    except OSError:
         pass
 try:
-    got.append(socket.gethostbyname("pypi.org"))
+    reached.append("dns pypi.org -> " + socket.gethostbyname("pypi.org"))
 except OSError:
     pass
 try:
-    got.append(urllib.request.urlopen("https://pypi.org/simple/", timeout=2).read()[:20].decode())
+    urllib.request.urlopen("https://pypi.org/simple/", timeout=2).close()
+    reached.append("https pypi.org")
 except Exception:
     pass
-print(got[0] if got else "offline")''', expected="token"),
+print(reached)''', reports_reach=True),
     Attack("abstract unix socket of the host", r'''
 import socket
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -108,23 +113,25 @@ s.connect("\0{abstract}")
 print(s.recv(100).decode())''', expected="secret", statuses=("error", "failed")),
     Attack("the docker socket", r'''
 import socket
-got = "no socket"
+reached = []
 for path in ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock"):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1)
     try:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(1)
         s.connect(path)
-        s.sendall(b"GET /containers/json HTTP/1.0\r\n\r\n")
-        got = "connected " + s.recv(100).decode()
-        break
     except OSError:
-        pass
-print(got)''', expected="token", statuses=("failed",)),
+        continue
+    try:
+        s.sendall(b"GET /containers/json HTTP/1.0\r\n\r\n")
+        reached.append(path + " answered " + repr(s.recv(100)[:40]))
+    except OSError:
+        reached.append(path)
+print(reached)''', reports_reach=True),
     # ---------------------------------------------------------------- the host's files
     Attack("writes outside the sandbox", r'''
 import os
 wrote = []
-for path in ("{canary}", "{canary}.new", "{host_tmp_file}", "/root/mtpb-pwned", "/usr/mtpb-pwned",
+for path in ("{canary}", "{canary}.new", "/root/mtpb-pwned", "/usr/mtpb-pwned",
              "/etc/passwd", "/sandbox/executor.py", "{repo_file}"):
     try:
         with open(path, "a") as f:
@@ -132,7 +139,13 @@ for path in ("{canary}", "{canary}.new", "{host_tmp_file}", "/root/mtpb-pwned", 
         wrote.append(path)
     except OSError:
         pass
-print(wrote)''', expected="token"),
+# /tmp is the sandbox's own, so this write may succeed and is not reported: the host checks that
+# its /tmp did not get the file
+try:
+    open("{host_tmp_file}", "a").write("pwned")
+except OSError:
+    pass
+print(wrote)''', reports_reach=True),
     Attack("host secrets", r'''
 got = "nothing"
 for path in ("{secret_root}", "{secret_etc}", "/proc/1/root{secret_root}", "/proc/self/root{secret_root}",
@@ -483,13 +496,24 @@ def assert_host_untouched(ctx: dict):
 
 # ---------------------------------------------------------------------------- the tests
 
+def assert_reached_nothing(reply: dict):
+    """The attack ran to its end and printed an empty list of what it reached."""
+    result = verdict(reply, REACHED_NOTHING, "mtpb")
+    assert result.status == "passed" and result.printed == repr(REACHED_NOTHING), (
+        f"the attack reached {result.printed} ({result.status}: {result.error}; stderr "
+        f"{(reply.get('stderr') or '')[-300:]!r})")
+
+
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
 def test_attack(box, host, attack):
     program = attack.program.format(**host)
-    expected = host[attack.expected]
     reply, probe = box.run([program, PROBE])
-    result = verdict(reply, expected, "mtpb")
-    assert not result.passed, f"the attack passed: {reply}"
+    if attack.reports_reach:
+        assert_reached_nothing(reply)
+        result = verdict(reply, REACHED_NOTHING, "mtpb")
+    else:
+        result = verdict(reply, host[attack.expected], "mtpb")
+        assert not result.passed, f"the attack passed: {reply}"
     if attack.statuses:
         assert result.status in attack.statuses, (result, {k: reply.get(k) for k in ("stdout", "stderr", "result")})
     if result.status == "timeout":
@@ -503,6 +527,17 @@ def test_attack(box, host, attack):
     assert wait_for(lambda: not stray_processes(box), 10), stray_processes(box)
     if box.name == "docker":  # a replaced container is removed in the background, but soon
         assert wait_for(lambda: len(box.containers()) <= len(box.clients), 30), box.containers()
+
+
+@pytest.mark.parametrize("printed", ["['/var/run/docker.sock']", "['tcp 1.1.1.1:53']", "'offline'", None])
+def test_a_reach_report_fails_unless_it_is_an_empty_list(box, printed):
+    """The check of the attacks above rejects anything reached, and an attack that did not get to
+    print its list (a crash is not a pass)."""
+    program = f"print({printed})" if printed else "raise OSError('the attack broke')"
+    reply = box.run([program])[0]
+    with pytest.raises(AssertionError, match="the attack reached"):
+        assert_reached_nothing(reply)
+    assert_reached_nothing(box.run(["print([])"])[0])
 
 
 def test_programs_run_unprivileged(box):

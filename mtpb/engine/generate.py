@@ -32,6 +32,11 @@ class GenerationRequest:
     top_p: float = 1.0
     key: Hashable | None = None       # the sequence's identity across calls, for reusing its cache row
     ignore_eos: bool = False          # run to max_new_tokens whatever comes (benchmarks)
+    prompt_ids: tuple[int, ...] | None = None   # the prompt already tokenised (by a caller's own thread)
+    # called after each new token with the tokens so far and the finish reason ("" while it goes on);
+    # True ends the sequence at once (finish "cancelled"). A server streams through it, answers a
+    # finished sequence before the rest of its batch, and drops work for clients that went away.
+    on_token: Callable[[list[int], str], bool] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class Completion:
     token_ids: tuple[int, ...]
     prompt_tokens: int
     reused_tokens: int                # prompt tokens whose keys/values came from the cache
-    finish: str                       # eos | length | stop
+    finish: str                       # eos | length | stop | cancelled (on_token said so)
 
 
 @dataclass
@@ -120,7 +125,10 @@ class Engine:
         self._tick += 1
         self.stats.calls += 1
         live = []
-        for i, (req, ids) in enumerate(zip(requests, self.tokenizer.encode_batch([r.prompt for r in requests]))):
+        missing = [r.prompt for r in requests if r.prompt_ids is None]
+        encoded = iter(self.tokenizer.encode_batch(missing) if missing else [])
+        for i, req in enumerate(requests):
+            ids = list(req.prompt_ids) if req.prompt_ids is not None else next(encoded)
             budget = max(self.max_length - req.max_new_tokens, 1)
             ids = ids[-budget:] if ids else [self.tokenizer.eos_id]   # keep the most recent context
             live.append(_Live(i, ids, req, UniformStream(req.seed)))
@@ -250,6 +258,8 @@ class Engine:
             s.finish = "length"
         elif is_finished is not None and is_finished(self.tokenizer.decode(s.out)):
             s.finish = "stop"
+        if s.request.on_token is not None and s.request.on_token(s.out, s.finish) and not s.finish:
+            s.finish = "cancelled"
 
     def _compact(self, rows: list[_Live]) -> list[_Live]:
         """Live rows first, so decode runs on rows [0, live): each finished row among the live ones

@@ -55,22 +55,48 @@ class MemoryCgroup:
             raise
 
     def remove(self):
-        """Kill whatever is still inside (a program's leftover), then delete the cgroup."""
-        for _ in range(50):
+        _remove(self.path)
+
+
+def _remove(path: Path):
+    """Kill whatever is still inside (a program's leftover), then delete the cgroup."""
+    for _ in range(50):
+        try:
+            pids = (path / "cgroup.procs").read_text().split()
+        except OSError:
+            return
+        for pid in pids:
             try:
-                pids = (self.path / "cgroup.procs").read_text().split()
+                os.kill(int(pid), signal.SIGKILL)
             except OSError:
-                return
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except OSError:
-                    pass
-            try:
-                self.path.rmdir()
-                return
-            except OSError:
-                time.sleep(0.05)
+                pass
+        try:
+            path.rmdir()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's process: alive
+        pass
+    return True
+
+
+def remove_dead_cgroups():
+    """The cgroups of mtpb processes that died without removing them (kill -9): named mtpb-PID-*, removed
+    when PID no longer runs. A pid reused since is taken for alive: its cgroups wait for a later start."""
+    found = _own_memory_cgroup()
+    if found is None:
+        return
+    for path in found[0].glob("mtpb-*-*"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            _remove(path)
 
 
 def memory_cgroup(limit_bytes: int, owner: int | None) -> MemoryCgroup | None:

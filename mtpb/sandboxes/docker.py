@@ -80,15 +80,17 @@ def unavailable_reason() -> str | None:
     return f"the sandbox image {tag} is not built (run: mtpb sandbox build)"
 
 
-def clean(everything: bool = False) -> tuple[int, int]:
+def clean(everything: bool = False, this_host_only: bool = False) -> tuple[int, int]:
     """Remove the containers mtpb processes left (by label) -> (removed, kept). Unless everything,
-    keep those whose owner is a process still alive on this host: a run in progress."""
+    keep those whose owner is a process still alive on this host: a run in progress. this_host_only
+    (a run's start) also keeps those of other hosts, whose liveness this host cannot see."""
     listed = docker("ps", "-a", "--filter", f"label={LABEL}", "--format", '{{.ID}} {{.Label "mtpb.owner"}}',
                     timeout=30).stdout.decode().split("\n")
     remove, kept = [], 0
     for line in filter(None, listed):
         cid, _, owner = line.partition(" ")
-        if not everything and _owner_alive(owner):
+        elsewhere = this_host_only and owner.rsplit("-", 2)[0] != _owner_host()
+        if not everything and (elsewhere or _owner_alive(owner)):
             kept += 1
         else:
             remove.append(cid)
@@ -290,6 +292,7 @@ class DockerSandbox:
         recycle_after = recycle_after or int(os.environ.get("MTPB_DOCKER_RECYCLE_AFTER", RECYCLE_AFTER))
         # one owner label per pool: close() removes exactly its own containers, even ones it lost track of
         self.owner = f"{_owner_host()}-{os.getpid()}-{secrets.token_hex(3)}"
+        clean(this_host_only=True)   # the containers of runs here that died by kill -9
         hardening = hardening or Hardening()
         self.pool = ContainerPool(lambda i: ContainerClient(
             ContainerTransport(self.image, i, self.owner, self.limits, hardening, address), max(1, recycle_after)),

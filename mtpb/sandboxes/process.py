@@ -17,10 +17,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 from mtpb.sandboxes.base import ExecutorClient, ExecutorDied, Limits, PipeTransport, Pool, SandboxUnavailable, \
     executor_dir
-from mtpb.sandboxes.cgroup import memory_cgroup
+from mtpb.sandboxes.cgroup import memory_cgroup, pid_alive, remove_dead_cgroups
 
 NOBODY = 65534
 TMP_BYTES = 256 << 20
@@ -122,6 +123,16 @@ def _hint(error: str) -> str:
     return "fix: run `mtpb sandbox check --sandbox process` for the details, or use --sandbox docker"
 
 
+def _remove_dead_leftovers():
+    """What sandboxes of processes that died by kill -9 left: memory cgroups and temp folders, both named
+    by the owner's pid. Those of live processes (runs going on now) are theirs and stay."""
+    remove_dead_cgroups()
+    for folder in Path(tempfile.gettempdir()).glob("mtpb-sandbox-*-*-*"):
+        pid = folder.name.split("-")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 class ProcessSandbox:
     name = "process"
 
@@ -134,6 +145,7 @@ class ProcessSandbox:
             "which is no security boundary")
         self._folders = _interpreter_folders(self.python) if self.bwrap else []
         self._dirs, self._cgroups = [], []
+        _remove_dead_leftovers()
         self.pool = Pool(self._client, workers, self.limits)
         if self.warning is None and len(self._cgroups) < len(self.pool.clients):
             self.warning = ("no writable memory cgroup: memory is bounded per process (RLIMIT_AS), "
@@ -163,7 +175,7 @@ class ProcessSandbox:
         if self.bwrap:
             args["clean"] = ["/tmp", "/dev/shm", "/dev/mqueue"]  # a mounted mqueue lets the executor empty it
             return ExecutorClient(PipeTransport(enter + bwrap_command(self.python, args, self._folders), **_as_nobody()))
-        tmp = tempfile.mkdtemp(prefix=f"mtpb-sandbox-{index}-")
+        tmp = tempfile.mkdtemp(prefix=f"mtpb-sandbox-{os.getpid()}-{index}-")
         if os.getuid() == 0:
             os.chown(tmp, NOBODY, NOBODY)
         self._dirs.append(tmp)
