@@ -23,7 +23,9 @@ SLOW_IDS = "1-60"     # 300 programs: long enough to be stopped midway
 
 
 def mtpb_run(out: Path, ids: str = IDS, **kwargs) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "mtpb.cli", "run", "--backend", "reference", "--ids", ids,
+    # small batches: the first results come early and the run goes on long after, so a kill or a
+    # signal sent once results exist lands mid-run (with the default 256 only 44 programs were left)
+    cmd = [sys.executable, "-m", "mtpb.cli", "run", "--backend", "reference", "--ids", ids, "--batch-size", "16",
            "--sandbox", "process", "--workers", "1", "--out", str(out)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).parent.parent, **kwargs)
