@@ -457,12 +457,17 @@ def test_memory_returns_after_large_requests(strict):
     def rss_mb():
         with open("/proc/self/status") as f:
             return int(next(line for line in f if line.startswith("VmRSS")).split()[1]) / 1024
-    greedy(strict, PREFIX, max_tokens=2)
-    before = rss_mb()
-    for _ in range(5):                        # just under the body limit, refused after tokenising
+    def large():                              # just under the body limit, refused after tokenising
         status, _ = call(strict, "POST", "/v1/completions", {"model": NAME, "prompt": "ab " * 330_000, "max_tokens": 1})
         assert status == 400
-    assert rss_mb() - before < 150
+    greedy(strict, PREFIX, max_tokens=2)
+    large()                                   # the first one may grow pools that then stay (the steady level)
+    before = rss_mb()
+    for _ in range(5):
+        large()
+    # the old server kept each large request's memory (1.4 GB for a 30 MB prompt); this process also
+    # hosts other tests' leftovers, so allow it noise, not growth per request
+    assert rss_mb() - before < 200
 
 
 # ------------------------------------------------------------------------------------ clients as they come
