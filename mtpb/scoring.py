@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 
 RULE_SETS = ("original", "mtpb")
 STATUSES = ("passed", "failed", "error", "timeout", "killed", "sandbox_error")
@@ -79,6 +78,7 @@ def _check_original(reduced: dict, o2) -> bool:
     if reduced.get("empty_print") or "normalise_error" in reduced:
         raise NotComparable("no value")
     if "series" in reduced:  # (1) pandas: o1.to_numpy() against np.array(o2), broadcasting and all
+        import numpy as np   # here, not at the top: the CLI imports this module for RULE_SETS at start-up
         return np.allclose(np.array(decode(_ok(reduced["series"]))), np.array(o2))
     o1, type1 = decode(_ok(reduced["value"])), reduced["type"]
     if type1 != type(o2).__name__:
