@@ -159,25 +159,27 @@ class PipeTransport:
         err = self.proc.stderr.read()[-500:].decode("utf-8", "replace").strip()
         return f"exit code {self.proc.returncode}" + (f": {err}" if err else "")
 
+    # kill() and close() may race: on Ctrl-C a worker thread kills its executor while the main thread
+    # closes the sandbox. Each takes the process once and works on that, whatever the other did.
     def kill(self):
-        if self.proc is None:
+        proc, self.proc = self.proc, None
+        if proc is None:
             return
-        self.proc.kill()
-        self.proc.wait()
-        self._close_streams(self.proc.stdin, self.proc.stdout, self.proc.stderr)
-        self.proc = None
+        proc.kill()
+        proc.wait()
+        self._close_streams(proc.stdin, proc.stdout, proc.stderr)
 
     def close(self):
-        if self.proc is None:
+        proc, self.proc = self.proc, None
+        if proc is None:
             return
-        self._close_streams(self.proc.stdin)
+        self._close_streams(proc.stdin)
         try:
-            self.proc.wait(timeout=5)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._close_streams(self.proc.stdout, self.proc.stderr)
-        self.proc = None
+            proc.kill()
+            proc.wait()
+        self._close_streams(proc.stdout, proc.stderr)
 
     @staticmethod
     def _close_streams(*streams):
