@@ -2,13 +2,15 @@
 
 Runs inside the docker and process sandboxes alike; stdlib, numpy and pandas only, and nothing from
 mtpb. Protocol: one JSON request a line on stdin ({"id", "program", "timeout"}), one JSON reply a
-line on stdout. The parent imports numpy and pandas once; each program runs in a forked child
+line on stdout. The parent imports numpy once, and pandas before the first program that names it,
+so that children get them for free; each program runs in a forked child
 under rlimits, in its own session, with a private working folder. The child reduces the last
 printed value to canonical JSON (executor_value.py) so no untrusted object and no expected output
 ever crosses the boundary. The wall timeout is kept by this parent, outside the program's process
 group, and after each program every process and file it left is removed.
 """
 import ctypes
+import gc
 import json
 import os
 import resource
@@ -25,10 +27,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import executor_value  # noqa: E402  (the reducer; imported after the thread settings above)
 
 import numpy  # noqa: E402,F401  imported once here so every forked child has it for free
+
 try:
-    import pandas  # noqa: F401
-except ImportError:  # the reducer and programs then simply lack pandas
-    pass
+    LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once: every child and every cleanup uses it
+except OSError:
+    LIBC = None
 
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
@@ -53,7 +56,7 @@ LIMITS = {  # defaults; the host overrides them per executor in the "limits" of 
 
 def _prctl(option, arg):
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
+        LIBC.prctl(option, arg, 0, 0, 0)
     except (OSError, AttributeError):
         pass
 
@@ -89,6 +92,10 @@ class Executor:
         # replies to our stdout, read requests from our stdin) nor ptrace us. Children inherit it.
         _prctl(PR_SET_DUMPABLE, 0)
         self.dispositions = {sig: signal.signal(sig, signal.SIG_IGN) for sig in SHIELDED}
+        self.pandas_imported = False
+        self.workdir = os.path.join(tmp_root, "run")  # each program's, made afresh and removed after it
+        # set here once for every child (each would pay for the update of os.environ and the C environ)
+        os.environ.update(HOME=self.workdir, TMPDIR=self.workdir)
 
     # ------------------------------------------------------------------ child side
     def _child(self, program: str, timeout: float, out_w: int, err_w: int, res_w: int):
@@ -97,10 +104,8 @@ class Executor:
             for sig, disposition in self.dispositions.items():
                 signal.signal(sig, disposition)
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            workdir = os.path.join(self.tmp_root, "run")
-            os.makedirs(workdir, exist_ok=True)
-            os.chdir(workdir)
-            os.environ.update(HOME=workdir, TMPDIR=workdir)
+            os.makedirs(self.workdir, exist_ok=True)
+            os.chdir(self.workdir)
             if os.getuid() == 0:  # never run a program as root, whatever started us
                 os.setgroups([])
                 os.setgid(UNPRIVILEGED)
@@ -134,7 +139,21 @@ class Executor:
             os._exit(0)
 
     # ------------------------------------------------------------------ parent side
+    def import_pandas(self):
+        """pandas costs a third of a second to import: the executor imports it, once, before the first
+        program that names it (a program that reaches it otherwise imports it in its own child)."""
+        self.pandas_imported = True
+        try:
+            import pandas  # noqa: F401
+        except ImportError:  # the reducer and programs then simply lack pandas
+            return
+        gc.freeze()
+        # the program's allowance stays on top of what the executor maps, pandas now included
+        self.address_space = _vm_size() + (self.limits["memory_mb"] << 20)
+
     def run(self, program: str, timeout: float) -> dict:
+        if not self.pandas_imported and "pandas" in program:
+            self.import_pandas()
         pipes = [os.pipe() for _ in range(3)]
         sys.stdout.flush()
         start = time.monotonic()
@@ -237,27 +256,27 @@ class Executor:
     def _clean_files(self):
         for root in self.clean_roots:
             try:
-                names = os.listdir(root)
+                entries = list(os.scandir(root))
             except OSError:
                 continue
-            for name in names:
-                path = os.path.join(root, name)
-                if os.path.isdir(path) and not os.path.islink(path):
-                    _open_up(path)
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        try:
+                            os.rmdir(entry.path)  # the common case: the working folder, left empty
+                        except OSError:
+                            _open_up(entry.path)
+                            shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
+                except OSError:
+                    pass
 
     @staticmethod
     def _clean_ipc(since: int):
         """SysV IPC objects outlive their creator: remove those of our uid made since the program began."""
-        uid = os.getuid()
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-        except OSError:
+        uid, libc = os.getuid(), LIBC
+        if libc is None:
             return
         removers = {"shm": ("shmid", lambda i: libc.shmctl(i, IPC_RMID, None)),
                     "sem": ("semid", lambda i: libc.semctl(i, 0, IPC_RMID)),
@@ -296,6 +315,9 @@ def main():
     tmp_root = args.get("tmp_root") or "/tmp"
     os.makedirs(tmp_root, exist_ok=True)
     executor = Executor(tmp_root, args.get("limits", {}), args.get("clean", [tmp_root]))
+    # Everything imported so far is shared with every child: frozen, the collector never walks it,
+    # so a child's collections write none of those pages (no copy-on-write faults for them).
+    gc.freeze()
     out = sys.stdout
     out.write(json.dumps({"ready": True, "pid": os.getpid(), "uid": os.getuid(),
                           "python": sys.version.split()[0]}) + "\n")
