@@ -85,6 +85,8 @@ class ExecutorClient:
         self.transport, self.hello = transport, None
         self._buffer = b""
         self._requests = 0
+        self._starting: threading.Thread | None = None
+        self._start_error: BaseException | None = None
 
     def start(self):
         self.transport.open()
@@ -94,7 +96,29 @@ class ExecutorClient:
             raise ExecutorDied(f"the executor did not start: {hello}")
         self.hello = hello
 
+    def start_in_background(self):
+        """Start this executor on a thread of its own: a sandbox starts all at once and sends the first
+        programs as soon as one answers. The first run() waits for it and raises what it raised."""
+        def start():
+            try:
+                self.start()
+            except BaseException as e:  # kept for run(): this thread has no one to tell
+                self._start_error = e
+        self._starting = threading.Thread(target=start, daemon=True)
+        self._starting.start()
+
+    def wait_started(self):
+        """Wait for a start_in_background(); raise what it raised (once: a retry starts afresh)."""
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            starting.join()
+        error, self._start_error = self._start_error, None
+        if error is not None:
+            raise error
+
     def run(self, program: str, timeout: float) -> dict:
+        if self._starting is not None:
+            self.wait_started()
         if not self.transport.is_open():
             self.start()
         self._requests += 1
@@ -118,6 +142,10 @@ class ExecutorClient:
         self.transport.kill()
 
     def stop(self):
+        try:
+            self.wait_started()  # a start still going would leave an executor behind
+        except Exception:
+            pass
         self.transport.close()
 
 

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from mtpb.sandboxes.base import ExecutorClient, ExecutorDied, Limits, PipeTransport, Pool, SandboxUnavailable, \
@@ -33,7 +34,22 @@ def _as_nobody() -> dict:
     return {"user": NOBODY, "group": NOBODY, "extra_groups": []} if os.getuid() == 0 else {}
 
 
-def sandbox_python() -> str:
+# What the sandbox needs of an interpreter, asked in one short run that imports nothing heavy: numpy
+# and pandas are found (not imported: the executor imports them, and says so if that fails), and
+# its prefixes, for the folders bwrap must bind.
+PROBE = ("import importlib.util, sys\n"
+         "missing = [m for m in ('numpy', 'pandas') if importlib.util.find_spec(m) is None]\n"
+         "if missing: sys.exit('No module named ' + repr(missing[0]))\n"
+         "print(sys.prefix); print(sys.base_prefix)")
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    python: str
+    prefixes: tuple[str, ...]   # its sys.prefix and sys.base_prefix
+
+
+def sandbox_interpreter() -> Interpreter:
     """An interpreter with numpy and pandas that the executor's uid can run."""
     chosen = os.environ.get("MTPB_SANDBOX_PYTHON")
     # Debian's first, for everyone: one numpy/pandas/scikit-learn stack that every uid can read
@@ -41,10 +57,10 @@ def sandbox_python() -> str:
     why = []
     for python in candidates:
         try:
-            proc = subprocess.run([python, "-c", "import numpy, pandas"], capture_output=True, text=True,
+            proc = subprocess.run([python, "-I", "-c", PROBE], capture_output=True, text=True,
                                   timeout=60, **_as_nobody())
             if proc.returncode == 0:
-                return python
+                return Interpreter(python, tuple(proc.stdout.split("\n")[:2]))
             why.append(f"{python}: {(proc.stderr.strip().splitlines() or ['exit code %d' % proc.returncode])[-1]}")
         except (OSError, subprocess.SubprocessError) as e:
             why.append(f"{python}: {getattr(e, 'strerror', None) or e}")
@@ -70,13 +86,11 @@ def executor_code() -> str:
             f"exec(compile({main!r}, __file__, 'exec'))\n")
 
 
-def _interpreter_folders(python: str) -> list[str]:
-    """The folders outside /usr that `python` needs: its own (a venv's python is often a symlink into
-    /usr, while its packages are beside it), its sys.prefix and sys.base_prefix."""
-    found = [os.path.dirname(os.path.dirname(os.path.abspath(python)))]
-    asked = subprocess.run([python, "-c", "import sys; print(sys.prefix); print(sys.base_prefix)"],
-                           capture_output=True, text=True, **_as_nobody())
-    found += asked.stdout.split("\n")[:2]
+def _interpreter_folders(interpreter: Interpreter) -> list[str]:
+    """The folders outside /usr that the interpreter needs: its own (a venv's python is often a symlink
+    into /usr, while its packages are beside it), its sys.prefix and sys.base_prefix."""
+    python = interpreter.python
+    found = [os.path.dirname(os.path.dirname(os.path.abspath(python))), *interpreter.prefixes]
     outside = []
     for folder in filter(None, found):
         real = os.path.realpath(folder)
@@ -138,20 +152,25 @@ class ProcessSandbox:
 
     def __init__(self, workers: int = 2, limits: Limits | None = None, use_bwrap: bool | None = None):
         self.limits = limits or Limits()
-        self.python = sandbox_python()
+        interpreter = sandbox_interpreter()
+        self.python = interpreter.python
         self.bwrap = shutil.which("bwrap") is not None if use_bwrap is None else use_bwrap
         self.warning = None if self.bwrap else (
             "bwrap (Debian package bubblewrap) is not installed: programs run under rlimits only, "
             "which is no security boundary")
-        self._folders = _interpreter_folders(self.python) if self.bwrap else []
+        self._folders = _interpreter_folders(interpreter) if self.bwrap else []
         self._dirs, self._cgroups = [], []
         _remove_dead_leftovers()
         self.pool = Pool(self._client, workers, self.limits)
         if self.warning is None and len(self._cgroups) < len(self.pool.clients):
             self.warning = ("no writable memory cgroup: memory is bounded per process (RLIMIT_AS), "
                             "not for the whole sandbox")
-        try:  # one executor now: a sandbox that cannot start says why before the run begins
-            self.pool.clients[0].start()
+        # every executor starts now, at once; the first one's answer is awaited, so a sandbox that cannot
+        # start says why before the run begins, and the first programs go as soon as it is ready
+        for client in self.pool.clients:
+            client.start_in_background()
+        try:
+            self.pool.clients[0].wait_started()
         except ExecutorDied as e:
             self.close()
             raise SandboxUnavailable(f"the process sandbox's executor did not start: {e}\n{_hint(str(e))}") from None
