@@ -16,14 +16,12 @@ def open_sandbox(name: str, workers: int = 2, limits: Limits | None = None, warn
         except ImportError as e:
             reason = f"the docker sandbox is not available here ({e})"
         else:
-            reason = docker_sandbox.unavailable_reason()
-            if reason is None:
-                try:
-                    return docker_sandbox.DockerSandbox(workers=workers, limits=limits)
-                except SandboxUnavailable as e:  # e.g. an engine that refuses the hardening
-                    if name == "docker":
-                        raise
-                    reason = str(e)
+            try:  # it checks the engine and the image itself, first thing: asked once, not twice
+                return docker_sandbox.DockerSandbox(workers=workers, limits=limits)
+            except SandboxUnavailable as e:  # no engine, no image, or an engine that refuses the hardening
+                if name == "docker":
+                    raise
+                reason = str(e)
         if name == "docker":
             raise SandboxUnavailable(reason)
         warn(f"sandbox: using process, not docker: {reason}")

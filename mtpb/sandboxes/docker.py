@@ -26,15 +26,17 @@ from dataclasses import dataclass
 from mtpb.sandboxes import base
 from mtpb.sandboxes.base import ExecutorDied, Limits, Pool, SandboxUnavailable
 from mtpb.sandboxes.docker_engine import (LABEL, EngineGone, api, docker, engine_address, engine_gone,
-                                          engine_reason, hijack)
+                                          engine_reason, has_image, hijack, quick_reason)
 from mtpb.sandboxes.docker_image import build_image, image_exists, image_tag
 
 __all__ = ["DockerSandbox", "EngineGone", "Hardening", "build_image", "clean", "unavailable_reason"]
 
-FIRST_UID = 10000        # slot i runs as uid FIRST_UID + i, so no two containers share a per-uid count
+FIRST_UID = 10000        # slot i of n runs as uid FIRST_UID + i, its next container as FIRST_UID + n + i, and so on
+                         # in turn: no two containers share a per-uid count
 GID = 10000
 START_TRIES = 3          # a container that will not start this often means the engine or image is broken
 RECYCLE_AFTER = 1000     # programs per container; MTPB_DOCKER_RECYCLE_AFTER overrides
+SPARE_AHEAD = 50         # programs before a container's quota is served that its replacement starts
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,13 @@ def clean(everything: bool = False, this_host_only: bool = False) -> tuple[int, 
     return len(remove), kept
 
 
+def _clean_quietly():
+    try:
+        clean(this_host_only=True)
+    except SandboxUnavailable:  # the engine's failures show where they matter: starting our containers
+        pass
+
+
 def _owner_alive(owner: str) -> bool:
     """owner is HOST-PID-TOKEN (DockerSandbox.owner): alive when HOST is this one and PID runs."""
     host, pid = (owner.rsplit("-", 2) + ["", ""])[:2]
@@ -130,9 +139,12 @@ class ContainerTransport:
     by it alone: init (pid 1, same uid, readable through /proc) holds only the idle main process's stdio.
     """
 
-    def __init__(self, image: str, slot: int, owner: str, limits: Limits, hardening: Hardening, address: tuple):
-        self.create_args = ["--label", f"{LABEL}=executor", "--label", f"mtpb.owner={owner}",
-                            *hardening.run_args(limits, FIRST_UID + slot), image, *IDLE]
+    def __init__(self, image: str, slot: int, owner: str, limits: Limits, hardening: Hardening, address: tuple,
+                 uids: tuple[int, ...] | None = None):
+        # Successive containers of a slot take turns between its uids: a spare, or a replacement started
+        # while the old container is still being removed, never shares the old one's per-uid count.
+        self.create_args = [["--label", f"{LABEL}=executor", "--label", f"mtpb.owner={owner}",
+                             *hardening.run_args(limits, uid), image, *IDLE] for uid in uids or (FIRST_UID + slot,)]
         args = json.dumps({"limits": limits.executor_limits(), "tmp_root": "/tmp", "clean": ["/tmp", "/dev/shm"]})
         self.executor = ["/usr/bin/python3", "-I", "/sandbox/executor.py", args]
         self.prefix, self.address = f"mtpb-{owner}-{slot}", address
@@ -140,17 +152,40 @@ class ContainerTransport:
         self.name, self.sock, self.lifeline = None, None, None
         self.retiring: list[subprocess.Popen] = []
         self._frames, self._stderr = b"", b""
+        self._spare: _Spare | None = None
 
     def open(self):
-        self.name = f"{self.prefix}-{next(self.names)}"
-        self._frames, self._stderr = b"", b""
-        docker("create", "-i", "--rm", "--name", self.name, *self.create_args, timeout=60)
-        self.lifeline, _ = hijack(self.address, f"/containers/{self.name}/attach?stream=1&stdin=1")
-        docker("start", self.name, timeout=60)
-        run = api(self.address, "POST", f"/containers/{self.name}/exec",
-                  {"AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Tty": False,
-                   "Cmd": self.executor})
-        self.sock, self._frames = hijack(self.address, f"/exec/{run['Id']}/start", {"Detach": False, "Tty": False})
+        """A running executor: the spare when one was prepared and came up, else a fresh container."""
+        spare, self._spare = self._spare, None
+        launched = spare.take() if spare is not None else None
+        self.name, self.lifeline, self.sock, self._frames = launched or self._launch()
+        self._stderr = b""
+
+    def prepare(self):
+        """Start the next container now, in the background, so that the switch to it costs nothing."""
+        if self._spare is None:
+            self._spare = _Spare(self._launch)
+
+    def _launch(self) -> tuple:
+        """(name, lifeline, executor stream, bytes read past its headers) of a new container; on failure
+        what was made of it is removed."""
+        number = next(self.names)
+        name = f"{self.prefix}-{number}"
+        lifeline = None
+        try:
+            docker("create", "-i", "--rm", "--name", name, *self.create_args[number % len(self.create_args)],
+                   timeout=60)
+            lifeline, _ = hijack(self.address, f"/containers/{name}/attach?stream=1&stdin=1")
+            api(self.address, "POST", f"/containers/{name}/start", timeout=60)  # no CLI process to start
+            run = api(self.address, "POST", f"/containers/{name}/exec",
+                      {"AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Tty": False,
+                       "Cmd": self.executor})
+            sock, frames = hijack(self.address, f"/exec/{run['Id']}/start", {"Detach": False, "Tty": False})
+        except BaseException:
+            _close(lifeline)
+            docker("rm", "-f", name, timeout=60, check=False)
+            raise
+        return name, lifeline, sock, frames
 
     def is_open(self) -> bool:
         return self.sock is not None
@@ -204,17 +239,16 @@ class ContainerTransport:
 
     def close(self):
         """Close both streams: the executor and the idle process see end of input and exit, and --rm
-        removes the container."""
+        removes the container. A spare goes the same way."""
         self._close_stream()
+        spare, self._spare = self._spare, None
+        launched = spare.take() if spare is not None else None
+        if launched:
+            _close(launched[1], launched[2])
         self._reap(wait=True)
 
     def _close_stream(self):
-        for stream in (self.sock, self.lifeline):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
+        _close(self.sock, self.lifeline)
         self.sock = self.lifeline = None
 
     def _reap(self, wait: bool):
@@ -229,6 +263,35 @@ class ContainerTransport:
                 proc.kill()
                 proc.wait()
         self.retiring = alive
+
+
+def _close(*streams):
+    for stream in streams:
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+class _Spare:
+    """A container launched on a thread of its own; take() waits for it: its launch, or None if it failed
+    (the caller then launches one itself, and says why if that fails too)."""
+
+    def __init__(self, launch):
+        self._launched = None
+        self._thread = threading.Thread(target=self._run, args=(launch,), daemon=True)
+        self._thread.start()
+
+    def _run(self, launch):
+        try:
+            self._launched = launch()
+        except Exception:
+            pass
+
+    def take(self) -> tuple | None:
+        self._thread.join()
+        return self._launched
 
 
 class ContainerClient(base.ExecutorClient):
@@ -258,6 +321,8 @@ class ContainerClient(base.ExecutorClient):
     def run(self, program: str, timeout: float) -> dict:
         reply = super().run(program, timeout)
         self.served += 1
+        if self.served == self.recycle_after - max(1, min(SPARE_AHEAD, self.recycle_after // 2)):
+            self.transport.prepare()  # the replacement starts while this container serves its last programs
         # The executor already killed and removed what a killed program left; a fresh container is
         # the second line of defence, and cheap next to the timeout just spent. After an internal
         # error the executor may not have cleaned up at all.
@@ -282,20 +347,28 @@ class DockerSandbox:
     def __init__(self, workers: int = 2, limits: Limits | None = None, image: str | None = None,
                  recycle_after: int | None = None, hardening: Hardening | None = None):
         self.limits = limits or Limits()
-        reason = engine_reason()
+        reason = quick_reason()
         if reason:
             raise SandboxUnavailable(reason)
         self.image = image or image_tag()
-        if not image_exists(self.image):
-            raise SandboxUnavailable(f"the sandbox image {self.image} is not built (run: mtpb sandbox build)")
         address = engine_address()
+        # one API call says both that the engine answers and that it has the image (the CLI took two runs)
+        found = has_image(address, self.image)
+        if found is None:
+            raise SandboxUnavailable(engine_reason() or f"the Docker engine at {address[1]} does not answer its API")
+        if not found:
+            raise SandboxUnavailable(f"the sandbox image {self.image} is not built (run: mtpb sandbox build)")
         recycle_after = recycle_after or int(os.environ.get("MTPB_DOCKER_RECYCLE_AFTER", RECYCLE_AFTER))
         # one owner label per pool: close() removes exactly its own containers, even ones it lost track of
         self.owner = f"{_owner_host()}-{os.getpid()}-{secrets.token_hex(3)}"
-        clean(this_host_only=True)   # the containers of runs here that died by kill -9
+        # the containers of runs here that died by kill -9, removed while ours start
+        self._cleaning = threading.Thread(target=_clean_quietly, daemon=True)
+        self._cleaning.start()
         hardening = hardening or Hardening()
+        workers = max(1, workers)
         self.pool = ContainerPool(lambda i: ContainerClient(
-            ContainerTransport(self.image, i, self.owner, self.limits, hardening, address), max(1, recycle_after)),
+            ContainerTransport(self.image, i, self.owner, self.limits, hardening, address,
+                               uids=(FIRST_UID + i, FIRST_UID + workers + i)), max(1, recycle_after)),
             workers, self.limits)
         self._start_all()
 
@@ -303,22 +376,16 @@ class DockerSandbox:
         return f"docker (image {self.image}; {len(self.pool.clients)} container(s), no network)"
 
     def _start_all(self):
-        """Warm every slot now, in parallel, so a broken image or engine shows before the first batch."""
-        errors: list[Exception] = []
-
-        def start(client):
-            try:
-                client.start()
-            except SandboxUnavailable as e:
-                errors.append(e)
-        threads = [threading.Thread(target=start, args=(c,), daemon=True) for c in self.pool.clients]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
+        """Start every slot now, at once, and wait for the first: a broken image or engine shows before
+        the first batch, and the first programs go as soon as one container answers (the others join
+        as they come up; one that cannot start stops the run at its first program)."""
+        for client in self.pool.clients:
+            client.start_in_background()
+        try:
+            self.pool.clients[0].wait_started()
+        except SandboxUnavailable:
             self.close()
-            raise errors[0]
+            raise
 
     @property
     def clients(self) -> list[ContainerClient]:
@@ -337,6 +404,7 @@ class DockerSandbox:
         """Stop every executor and wait until none of this pool's containers is left."""
         for client in self.pool.clients:
             client.stop()
+        self._cleaning.join()
         if engine_reason(timeout=3) is not None:  # a gone engine took its containers with it
             return
         deadline = time.monotonic() + 60

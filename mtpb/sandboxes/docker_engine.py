@@ -68,11 +68,16 @@ def _default_socket_missing() -> str | None:
     return None
 
 
-def engine_reason(timeout: float = 5) -> str | None:
-    """None when an engine answers, else why not (one line)."""
+def quick_reason() -> str | None:
+    """Why no engine can answer, from what is known without running the CLI; None when one may."""
     if shutil.which("docker") is None:
         return "the docker CLI is not installed"
-    missing = _default_socket_missing()
+    return _default_socket_missing()
+
+
+def engine_reason(timeout: float = 5) -> str | None:
+    """None when an engine answers, else why not (one line)."""
+    missing = quick_reason()
     if missing:
         return missing
     try:
@@ -86,7 +91,7 @@ def engine_reason(timeout: float = 5) -> str | None:
 
 def engine_address() -> tuple[str, object]:
     """("unix", path) or ("tcp", (host, port)) of the engine's API; TLS and ssh endpoints will not do."""
-    host = os.environ.get("DOCKER_HOST") or docker(
+    host = os.environ.get("DOCKER_HOST") or _default_context_host() or docker(
         "context", "inspect", "--format", "{{.Endpoints.docker.Host}}", timeout=10).stdout.decode().strip()
     if host.startswith("unix://"):
         return "unix", host[len("unix://"):]
@@ -96,6 +101,22 @@ def engine_address() -> tuple[str, object]:
             return "tcp", (name.strip("[]"), int(port))
     raise SandboxUnavailable(f"the docker sandbox needs the engine on a unix socket or plain TCP, not {host!r} "
                              "(TLS and ssh endpoints are not supported): use --sandbox process")
+
+
+def _default_context_host() -> str | None:
+    """The default socket when the CLI would use its default context (no DOCKER_CONTEXT, no currentContext
+    in its config file), read without running it; None when another context may be chosen."""
+    if os.environ.get("DOCKER_CONTEXT"):
+        return None
+    config = os.path.join(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json")
+    try:
+        with open(config, encoding="utf-8") as f:
+            current = json.load(f).get("currentContext")
+    except FileNotFoundError:
+        current = None
+    except (OSError, ValueError, AttributeError):
+        return None  # unreadable or odd: the CLI knows best
+    return f"unix://{SOCKET}" if current in (None, "", "default") else None
 
 
 def connect(address: tuple[str, object], timeout: float = 10) -> socket.socket:
@@ -132,6 +153,20 @@ def api(address: tuple[str, object], method: str, path: str, body: dict | None =
     if answer.status >= 300:
         raise SandboxUnavailable(f"the engine refused {method} {path}: {answer.status} {tail(data, 200)}")
     return json.loads(data) if data.strip() else {}
+
+
+def has_image(address: tuple[str, object], tag: str, timeout: float = 10) -> bool | None:
+    """Whether the engine has the image `tag` (one API call, no CLI process); None when it does not answer."""
+    conn = _Connection(address, timeout)
+    try:
+        conn.request("GET", f"/images/{tag}/json")
+        answer = conn.getresponse()
+        answer.read()
+    except OSError:
+        return None
+    finally:
+        conn.close()
+    return answer.status == 200 if answer.status in (200, 404) else None
 
 
 def hijack(address: tuple[str, object], path: str, body: dict | None = None, timeout: float = 30
