@@ -405,14 +405,16 @@ def _print_headline(summary: dict, run_dir: str):
 @friendly
 def execute(samples, run_dir, sandbox, workers, timeout, scoring, problem_paths):
     """Score a samples file (ours or the original sampler's); results in input order."""
-    from mtpb.execute import execute_file
+    from mtpb.execute import OnFirstUse, execute_file
     from mtpb.problems import ProblemError, load_problems
-    try:
-        problems = {p.id: p for p in load_problems(problem_paths or None)}
-    except ProblemError:
-        if problem_paths:   # asked for by name: say what is wrong with them
-            raise
-        problems = {}       # scoring the original sampler's files needs no problem sets
+
+    def suite() -> dict:
+        try:
+            return {p.id: p for p in load_problems(None)}
+        except ProblemError:
+            return {}       # scoring the original sampler's files needs no problem sets
+    # asked for by name: loaded now, to say at once what is wrong with them; else only if a line needs them
+    problems = {p.id: p for p in load_problems(problem_paths)} if problem_paths else OnFirstUse(suite)
     report = _in_sandbox(sandbox, workers, timeout, run_dir, "execute",
                          lambda box, progress: execute_file(Path(samples), Path(run_dir), box, problems, scoring,
                                                             progress, labels=problems if problem_paths else None))

@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import threading
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +46,34 @@ class Line:
     sample: int | None = None  # sample_index when the line gives one
 
 
-def _parse(raw: bytes, problems: dict) -> tuple[dict, str, object, str, tuple, int | None]:
+class OnFirstUse(Mapping):
+    """Problem sets loaded the first time a line asks for one: the bundled suite takes about a second to
+    parse, and an original sampler's file needs none of it."""
+
+    def __init__(self, load):
+        self._load, self._loaded = load, None
+
+    @property
+    def problems(self) -> dict | None:
+        """What was loaded, None when nothing asked."""
+        return self._loaded
+
+    def _get(self) -> dict:
+        if self._loaded is None:
+            self._loaded = self._load()
+        return self._loaded
+
+    def __getitem__(self, key):
+        return self._get()[key]
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self):
+        return len(self._get())
+
+
+def _parse(raw: bytes, problems: Mapping) -> tuple[dict, str, object, str, tuple, int | None]:
     """-> (record, program, expected, format, group, sample); raises ValueError with a message for a bad line."""
     try:
         text = raw.decode("utf-8")
@@ -102,7 +131,7 @@ def _field(record: dict, key: str, kind: type):
     return value
 
 
-def _read_lines(samples: Path, problems: dict) -> tuple[list[Line], dict]:
+def _read_lines(samples: Path, problems: Mapping) -> tuple[list[Line], dict]:
     """Every non-blank line, parsed or with its error, and a record of the input for run.json."""
     try:
         data = samples.read_bytes()
@@ -230,12 +259,16 @@ def _kept(samples: Path, lines: list[Line], results: Path) -> dict[int, dict]:
     return kept
 
 
-def execute_file(samples: Path, out: Path, sandbox, problems: dict, scoring: str | None, progress=None,
-                 batch: int = 128, labels: dict | None = None) -> dict:
+def execute_file(samples: Path, out: Path, sandbox, problems: dict | OnFirstUse, scoring: str | None,
+                 progress=None, batch: int = 128, labels: dict | None = None) -> dict:
     """Score every line into out/results.jsonl and write out/summary.json. `labels`: the problem sets
     that describe the ids in the summary's breakdowns (default: `problems`, for our lines only: an id in
-    the original sampler's file is the release's problem, not the one of our suite with that id)."""
+    the original sampler's file is the release's problem, not the one of our suite with that id).
+    `problems` given as OnFirstUse are loaded only for a file with lines in our format."""
     lines, source = _read_lines(samples, problems)
+    if isinstance(problems, OnFirstUse):
+        ours = any(line.format == "mtpb" for line in lines)
+        problems = dict(problems) if ours else problems.problems or {}
     keys = _program_keys(lines)
     run = RunDir(out)
     results_path = run.results
@@ -255,10 +288,13 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict, scoring: str
         progress.start(len(lines), len(kept))
     writer = JsonlWriter(results_path)
     bad_lines = []
+    batches = list(chunks(todo, batch))
     try:
-        for chunk in chunks(todo, batch):
-            runnable = [line for line in chunk if line.error is None]
-            replies = iter(sandbox.run([line.program for line in runnable]))
+        ahead = Ahead(sandbox, batches[0]) if batches else None
+        for number, chunk in enumerate(batches):
+            replies = iter(ahead.replies())
+            # the next batch runs while this one is scored, written and synced to disk
+            ahead = Ahead(sandbox, batches[number + 1]) if number + 1 < len(batches) else None
             for line in chunk:
                 if line.error:
                     bad_lines.append(f"{samples}:{line.index + 1}: {line.error}")
@@ -286,6 +322,29 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict, scoring: str
     summary = write_summary(run, labels)
     return {"bad_lines": bad_lines, "results": str(results_path), "summary": summary,
             "original": bool(formats["original"])}
+
+
+class Ahead:
+    """The well-formed lines of one batch run in the sandbox on a thread of their own. A daemon thread:
+    on Ctrl-C the sandbox closes under it and nothing waits for it."""
+
+    def __init__(self, sandbox, batch: list[Line]):
+        self._replies, self._error = None, None
+        programs = [line.program for line in batch if line.error is None]
+        self._thread = threading.Thread(target=self._run, args=(sandbox, programs), daemon=True)
+        self._thread.start()
+
+    def _run(self, sandbox, programs: list[str]):
+        try:
+            self._replies = sandbox.run(programs)
+        except BaseException as e:  # raised again in the caller's thread, by replies()
+            self._error = e
+
+    def replies(self) -> list[dict]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._replies
 
 
 def _rewrite_in_order(results: Path, indices: set[int], keys: dict[int, tuple]):
