@@ -1,0 +1,83 @@
+"""What makes the first result come fast: executors started at once, pandas imported when first named,
+problem sets loaded only for lines that need them. Speed itself is measured in bench/exec_bare_fork.py."""
+import json
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from mtpb.cli import main
+from mtpb.sandboxes.base import Limits
+from mtpb.sandboxes.process import ProcessSandbox
+from mtpb.scoring import verdict
+from tests.conftest import DEMO, write_problem
+from docker_fixtures import docker_ready, open_box, wait_for  # noqa: F401
+
+HAS_PANDAS = "import sys\nprint('pan' + 'das' in sys.modules)"  # names it only in parts
+
+
+def test_every_executor_starts_when_the_sandbox_opens():
+    box = ProcessSandbox(workers=2)
+    try:
+        # no program was run: the second executor started with the first, not at its first program
+        deadline = time.monotonic() + 30
+        while box.pool.clients[1].hello is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        hellos = [client.hello for client in box.pool.clients]
+        assert all(hellos), hellos
+    finally:
+        box.close()
+
+
+def test_pandas_is_imported_by_the_first_program_that_names_it_and_the_memory_allowance_follows():
+    # 160 MB on top of the executor: pandas adds some 60 MB to it, which must not come out of the program's share
+    box = ProcessSandbox(workers=1, limits=Limits(timeout=30, memory_mb=160))
+    allocate = "x = bytearray(120 << 20)\nprint(len(x))"
+    try:
+        replies = box.run([HAS_PANDAS, allocate, "import pandas as pd\nprint(int(pd.Series([1, 2]).sum()))",
+                           HAS_PANDAS, allocate])
+    finally:
+        box.close()
+    expected = [False, 120 << 20, 3, True, 120 << 20]
+    assert [verdict(r, e, "mtpb").status for r, e in zip(replies, expected)] == ["passed"] * 5, replies
+
+
+def test_an_original_samples_file_loads_no_problem_sets(tmp_path, monkeypatch):
+    import mtpb.problems
+    loads = []
+    real = mtpb.problems.load_problems
+    monkeypatch.setattr(mtpb.problems, "load_problems", lambda *a, **k: loads.append(a) or real(*a, **k))
+    original = tmp_path / "original.jsonl"
+    original.write_text(json.dumps({"id": "1", "input": {}, "gold_output": 3, "completions": "1 + 2"}) + "\n")
+    result = CliRunner().invoke(main, ["execute", str(original), "--out", str(tmp_path / "a"), "--sandbox", "process"])
+    assert result.exit_code == 0 and "pass rate 100.00%" in result.output, result.output
+    assert loads == []
+
+    # a line of ours without "expected" needs them: they are loaded, and it is scored against them
+    monkeypatch.setenv("MTPB_PROBLEMS", str(tmp_path / "mine"))
+    (tmp_path / "mine").mkdir()
+    write_problem(tmp_path / "mine", DEMO.replace("id: 1\n", "id: 9001\n"), "9001-demo.yaml")
+    ours = tmp_path / "ours.jsonl"
+    ours.write_text(json.dumps({"problem_id": 9001, "test_index": 0, "program": "print('cba')"}) + "\n")
+    result = CliRunner().invoke(main, ["execute", str(ours), "--out", str(tmp_path / "b"), "--sandbox", "process"])
+    assert result.exit_code == 0 and "pass rate 100.00%" in result.output, result.output
+    assert len(loads) == 1
+
+
+@pytest.mark.docker
+def test_a_containers_replacement_starts_before_its_quota_is_served(docker_ready):
+    box = open_box("docker", workers=1, recycle_after=4)
+    try:
+        names, uids = [], []
+        for i in range(5):
+            reply = box.run(["import os\nprint(os.getuid())"])[0]
+            assert reply.get("exit_code") == 0 and reply["stdout"].strip().isdigit(), reply
+            names.append(box.clients[0].transport.name)
+            uids.append(int(reply["stdout"]))
+            if i == 1:  # two of four served: the next container is up beside this one
+                assert wait_for(lambda: len(box.containers()) == 2, 60), box.containers()
+        assert names[:4] == [names[0]] * 4 and names[4] != names[0], names
+        # the replacement runs as the slot's other uid: it never shares the old container's process count
+        assert uids[:4] == [uids[0]] * 4 and uids[4] != uids[0], uids
+    finally:
+        box.close()
