@@ -13,6 +13,7 @@ the share of passing lines, averaged over problems.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -290,11 +291,12 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict | OnFirstUse,
     bad_lines = []
     batches = list(chunks(todo, batch))
     try:
-        ahead = Ahead(sandbox, batches[0]) if batches else None
+        run_batch = functools.partial(_run_batch, sandbox)
+        ahead = Ahead(run_batch, batches[0]) if batches else None
         for number, chunk in enumerate(batches):
             replies = iter(ahead.replies())
             # the next batch runs while this one is scored, written and synced to disk
-            ahead = Ahead(sandbox, batches[number + 1]) if number + 1 < len(batches) else None
+            ahead = Ahead(run_batch, batches[number + 1]) if number + 1 < len(batches) else None
             for line in chunk:
                 if line.error:
                     bad_lines.append(f"{samples}:{line.index + 1}: {line.error}")
@@ -324,19 +326,23 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict | OnFirstUse,
             "original": bool(formats["original"])}
 
 
-class Ahead:
-    """The well-formed lines of one batch run in the sandbox on a thread of their own. A daemon thread:
-    on Ctrl-C the sandbox closes under it and nothing waits for it."""
+def _run_batch(sandbox, batch: list[Line]) -> list[dict]:
+    """The sandbox's replies to the well-formed lines of a batch, in order."""
+    return sandbox.run([line.program for line in batch if line.error is None])
 
-    def __init__(self, sandbox, batch: list[Line]):
+
+class Ahead:
+    """run(batch) on a thread of its own. A daemon thread: on Ctrl-C the sandbox closes under it and
+    nothing waits for it."""
+
+    def __init__(self, run, batch: list[Line]):
         self._replies, self._error = None, None
-        programs = [line.program for line in batch if line.error is None]
-        self._thread = threading.Thread(target=self._run, args=(sandbox, programs), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(run, batch), daemon=True)
         self._thread.start()
 
-    def _run(self, sandbox, programs: list[str]):
+    def _run(self, run, batch: list[Line]):
         try:
-            self._replies = sandbox.run(programs)
+            self._replies = run(batch)
         except BaseException as e:  # raised again in the caller's thread, by replies()
             self._error = e
 
