@@ -26,8 +26,9 @@ def _user_errors():
     from mtpb.backends.base import BackendError
     from mtpb.problems import ProblemError
     from mtpb.rundir import RunDirError
+    from mtpb.ray_cluster import ClusterError
     from mtpb.sandboxes.base import SandboxUnavailable
-    return (BackendError, ProblemError, RunDirError, SandboxUnavailable)
+    return (BackendError, ProblemError, RunDirError, SandboxUnavailable, ClusterError)
 
 
 def friendly(fn):
@@ -302,16 +303,17 @@ def _raise_stopped(signum, frame):
     raise Stopped(signum)
 
 
-def _in_sandbox(sandbox: str, workers: int, timeout: float, run_dir: str, label: str, work):
+def _in_sandbox(sandbox: str, workers: int, timeout: float, run_dir: str, label: str, work, open_box=None):
     """work(box, progress) under the run directory's lock, with the sandbox open and a progress bar;
-    Ctrl-C, SIGTERM and SIGHUP keep what was done and exit 128 + the signal."""
+    Ctrl-C, SIGTERM and SIGHUP keep what was done and exit 128 + the signal. open_box() opens
+    something else in the sandbox's place (a Ray cluster) that has close()."""
     import signal
     from mtpb.rundir import RunDir
     previous = {s: signal.signal(s, _raise_stopped) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         # taken before anything of RUN is read or written: a second writer is refused at once
         with RunDir(run_dir).lock():
-            box = _open_sandbox(sandbox, workers, timeout)
+            box = open_box() if open_box else _open_sandbox(sandbox, workers, timeout)
             progress = Progress(label)
             try:
                 return work(box, progress)
@@ -351,16 +353,21 @@ def _interrupted(run_dir: str):
 @click.option("--ids", default=None, help="Problem ids, e.g. 1,4,7-9 (default: all).")
 @click.option("--max-gen-length", default=None, type=click.IntRange(1), help="Tokens per turn for every problem.")
 @click.option("--sandbox", default="auto", show_default=True, type=click.Choice(SANDBOXES))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--workers", default=None, type=click.IntRange(1),
+              help="Executors running programs at once [default: 2; with --ray: each node's CPUs, per node].")
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1), help="Seconds per program.")
 @click.option("--scoring", default="mtpb", show_default=True, type=click.Choice(RULE_SETS))
 @click.option("--batch-size", default=None, type=click.IntRange(1), help="Sequences per backend call.")
 @click.option("--problems", "problem_paths", multiple=True,
               help="Problem files or folders; `suite` names the bundled suite (default: suite and $MTPB_PROBLEMS).")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="The run directory (resumable).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Spread the run over a Ray cluster: ADDRESS is auto, HOST:PORT or ray://HOST:10001; "
+                   "none: $RAY_ADDRESS, or a Ray started on this machine, or a new local one. "
+                   "-B replicas=N sets the generation replicas (default: one per GPU, or per node).")
 @friendly
 def run(backend, model, backend_options, mode, n, temperature, top_p, seed, ids, max_gen_length, sandbox,
-        workers, timeout, scoring, batch_size, problem_paths, run_dir):
+        workers, timeout, scoring, batch_size, problem_paths, run_dir, ray_address):
     """Generate programs turn by turn, execute them, and score them into a run directory."""
     from mtpb.backends import create_backend
     from mtpb.problems import ProblemError, load_problems, parse_ids, select
@@ -377,10 +384,40 @@ def run(backend, model, backend_options, mode, n, temperature, top_p, seed, ids,
         _warn(f"--ids: no problem set has id {', '.join(absent)}; running the {len(suite)} that match")
     config = RunConfig(backend=backend, model=model, mode=mode, n=n, temperature=temperature, top_p=top_p,
                        seed=seed, max_gen_length=max_gen_length, scoring=scoring, batch_size=batch_size)
-    model_backend = create_backend(backend, model, _options(backend_options))
-    summary = _in_sandbox(sandbox, workers, timeout, run_dir, f"{backend} {mode}",
-                          lambda box, progress: Runner(config, Path(run_dir), model_backend, box, suite, progress).run())
+    options = _options(backend_options)
+    if ray_address is not None:
+        summary = _run_on_ray(ray_address, config, options, suite, sandbox, workers, timeout, run_dir)
+    else:
+        if "replicas" in options:
+            raise click.BadParameter("replicas is an option of --ray runs: add --ray, or drop it", param_hint="-B")
+        model_backend = create_backend(backend, model, options)
+        summary = _in_sandbox(sandbox, workers or 2, timeout, run_dir, f"{backend} {mode}",
+                              lambda box, progress: Runner(config, Path(run_dir), model_backend, box, suite,
+                                                           progress).run())
     _print_headline(summary, run_dir)
+
+
+def _run_on_ray(address: str, config, options: dict, suite: list, sandbox: str, workers: int | None,
+                timeout: float, run_dir: str) -> dict:
+    """`run --ray`: replicas and sandbox hosts on the cluster, RUN written here only (mtpb.ray_runner)."""
+    from mtpb.ray_cluster import RayCluster
+    from mtpb.ray_runner import RayRunner
+    from mtpb.sandboxes import Limits
+
+    def open_cluster():
+        console.print(f"ray: joining {escape(address or 'a local Ray')}; starting replicas and sandbox hosts",
+                      highlight=False, soft_wrap=True)
+        cluster = RayCluster(address, config.backend, config.model, options, config, suite, sandbox, workers,
+                             Limits(timeout=timeout))
+        for warning in cluster.hosts.warnings():
+            _warn(f"sandbox: {warning}")
+        console.print(escape(cluster.describe()), highlight=False, soft_wrap=True)
+        return cluster
+
+    return _in_sandbox(sandbox, workers, timeout, run_dir, f"{config.backend} {config.mode} (ray)",
+                       lambda cluster, progress: RayRunner(config, Path(run_dir), cluster, suite, progress,
+                                                           _warn).run(),
+                       open_box=open_cluster)
 
 
 def _print_headline(summary: dict, run_dir: str):

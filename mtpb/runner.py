@@ -209,7 +209,10 @@ class Runner:
 
     # ------------------------------------------------------------------ execution
     def _execute(self, records: list[dict], results: JsonlWriter):
-        replies = self.sandbox.run([r["program"] for r in records])
+        self._write_results(records, self.sandbox.run([r["program"] for r in records]), results)
+
+    def _write_results(self, records: list[dict], replies: list[dict], results: JsonlWriter):
+        """The verdicts of executed samples (one sandbox reply each), appended and checkpointed."""
         for record, reply in zip(records, replies):
             problem = self.problems[int(record["problem_id"])]
             expected = problem.tests[int(record["test_index"])].output
