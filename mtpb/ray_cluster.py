@@ -28,6 +28,7 @@ def connect(address: str) -> str:
     except ImportError:
         raise ClusterError("--ray needs Ray: pip install 'mtpb[ray]'") from None
     import logging
+    _check_answers(address or os.environ.get("RAY_ADDRESS", ""))
     options = {"address": address or None, "logging_level": logging.WARNING, "log_to_driver": False}
     try:
         context = ray.init(**options)
@@ -35,6 +36,19 @@ def connect(address: str) -> str:
         raise ClusterError(f"--ray {address or '(local)'}: cannot join the Ray cluster ({str(e).splitlines()[0]}): "
                            "start it (`ray start --head`), or give its address") from None
     return getattr(context, "address_info", {}).get("gcs_address") or address or "local"
+
+
+def _check_answers(address: str):
+    """A HOST:PORT where nothing listens fails here at once: ray.init would wait for it without end."""
+    import socket
+    host, sep, port = address.rpartition(":")
+    if address.startswith("ray://") or not sep or not port.isdigit():
+        return   # auto, ray://: Ray's own checks time out
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        raise ClusterError(f"--ray {address}: nothing answers there ({e.strerror or e}): start the cluster "
+                           "(`ray start --head` prints its address), or give the right address") from None
 
 
 def alive_nodes() -> list[dict]:

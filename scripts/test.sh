@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=""
-  for pkg in bubblewrap python3-numpy python3-pandas python3-sklearn chromium docker.io debootstrap; do
+  for pkg in bubblewrap python3-numpy python3-pandas python3-sklearn chromium docker.io debootstrap iproute2; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done
   if [ -n "$need" ]; then
@@ -17,7 +17,7 @@ fi
 
 # torch first and pinned: an unpinned torch may pull a multi-GB CUDA build
 python3 -m pip install -q "torch==2.13.0"
-python3 -m pip install -q -e ".[engine,hf,dev]"
+python3 -m pip install -q -e ".[engine,hf,dev,ray]"
 
 if [ -f scripts/ci_docker.sh ]; then
   bash scripts/ci_docker.sh
