@@ -2,7 +2,7 @@
 host per node, started, placed and replaced when one dies.
 
 Placement: on a cluster with GPUs, one replica per GPU (Ray chooses where); on CPUs only, one per
-node, pinned to it, its threads the node's CPUs shared among that node's replicas. Sandbox hosts
+node, pinned to it, its threads the node's CPUs shared among that node's replicas (or -B threads=N). Sandbox hosts
 are pinned one per node with CPUs, each with one executor per CPU (or --workers). None of them
 reserves Ray CPUs: a replica and its node's executors share the node as they would on one machine,
 and an actor never waits for resources a busy node cannot free.
@@ -114,6 +114,8 @@ class ReplicaSet:
         from mtpb.ray_actors import Replica
         options = dict(options)
         count = options.pop("replicas", None)
+        threads = options.pop("threads", None)
+        self.threads = parse_number(threads, "threads", low=1) if threads is not None else None
         self.spec = (backend, model, options, config, ray.put(list(problems)))
         self.actor_class = ray.remote(Replica)
         nodes = [n for n in alive_nodes() if node_cpus(n) > 0]
@@ -136,7 +138,7 @@ class ReplicaSet:
             where = "a GPU"
         else:
             node = self.nodes[node_id]
-            threads = max(1, node_cpus(node) // max(1, plan.count(node_id)))
+            threads = self.threads or max(1, node_cpus(node) // max(1, plan.count(node_id)))
             actor = self.actor_class.options(num_cpus=0, runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}},
                                              **_pinned(node_id))
             where = node["NodeManagerAddress"]
