@@ -157,16 +157,13 @@ class ReplicaSet:
         node_id = dead.node_id
         if node_id is not None and not _is_alive(node_id):
             live = {n["NodeID"]: n for n in alive_nodes() if node_cpus(n) > 0}
-            self.nodes.update(live)
             if not live:
-                node_id = ""
-            else:
-                node_id = min(live, key=lambda i: sum(m.node_id == i for m in self.members))
-        if node_id == "":
-            if not self.members:
-                raise ClusterError("every replica and every node with CPUs is gone: restart the cluster, "
-                                   "then the same command resumes")
-            return None
+                if not self.members:
+                    raise ClusterError("every replica and every node with CPUs is gone: restart the cluster, "
+                                       "then the same command resumes")
+                return None
+            self.nodes.update(live)
+            node_id = min(live, key=lambda i: sum(m.node_id == i for m in self.members))
         member = self._start(node_id, [m.node_id for m in self.members] + [node_id])
         self.members.append(member)
         return member
@@ -235,7 +232,6 @@ class RayCluster:
 
     def __init__(self, address: str, backend: str, model: str | None, options: dict, config, problems: list,
                  sandbox: str, workers: int | None, limits):
-        import ray
         self.address = connect(address)
         self.replicas = self.hosts = None
         try:
@@ -245,7 +241,6 @@ class RayCluster:
             self.close()
             raise
         self.nodes = len(alive_nodes())
-        self.ray = ray
 
     def describe(self) -> str:
         return (f"ray at {self.address}: {self.nodes} node(s), {len(self.replicas.members)} replica(s); "

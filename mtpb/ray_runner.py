@@ -95,7 +95,7 @@ class RayRunner(Runner):
                         cause = getattr(e, "cause", None)
                         raise (cause if isinstance(cause, Exception) else e) from None
                     except RayError as e:        # the actor or its node died: redo, elsewhere if need be
-                        self._lost(task, member, e, to_sample if task.kind == "generate" else to_run, flying)
+                        self._lost(task, member, e, to_sample if task.kind == "generate" else to_run)
                         continue
                     if task.kind == "generate":
                         for record in value:
@@ -138,7 +138,7 @@ class RayRunner(Runner):
                 flying[ref] = (Task("execute", records), member)
                 member.flying += 1
 
-    def _lost(self, task: Task, member, error: Exception, queue: deque, flying: dict):
+    def _lost(self, task: Task, member, error: Exception, queue: deque):
         """Put the task back at the front of its queue, with the dead actor's other tasks (they fail the
         same way; each is requeued as it comes), and replace the actor once."""
         self.lost[task.kind] += len(task.payload)
