@@ -65,6 +65,16 @@ def _pinned(node_id: str) -> dict:
     return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)}
 
 
+def _discard(member: "Member"):
+    """Make sure an actor given up for lost is gone: one only unreachable for a while would otherwise
+    run on beside its replacement until the driver ends."""
+    import ray
+    try:
+        ray.kill(member.actor, no_restart=True)
+    except Exception:   # dead already, or its node is
+        pass
+
+
 def _is_alive(node_id: str | None) -> bool:
     return node_id is None or any(n["NodeID"] == node_id for n in alive_nodes())
 
@@ -151,6 +161,7 @@ class ReplicaSet:
         """A replica for the dead one: on its node if that still lives, else on the live node with the
         fewest. None when no node is left for one (the others carry on)."""
         self.members.remove(dead)
+        _discard(dead)
         self.replaced += 1
         if self.replaced > REPLACEMENTS * (len(self.members) + 1):
             raise ClusterError(f"{self.replaced} replicas died during this run: see the Ray logs of the cluster")
@@ -209,6 +220,7 @@ class HostSet:
     def replace(self, dead: Member) -> Member | None:
         """A host for the dead one if its node still lives (an actor killed alone); else None."""
         self.members.remove(dead)
+        _discard(dead)
         node = next((n for n in alive_nodes() if n["NodeID"] == dead.node_id), None)
         member = self._start(node) if node is not None else None
         if member is not None:

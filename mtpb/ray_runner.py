@@ -150,7 +150,7 @@ class RayRunner(Runner):
             return
         member.replaced = True
         what = "replica" if task.kind == "generate" else "sandbox host"
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        reason = (str(error).strip().splitlines() or [""])[0].split(". ")[0][:160]
         group = self.cluster.replicas if task.kind == "generate" else self.cluster.hosts
         new = group.replace(member)
         if task.kind == "generate":
