@@ -9,7 +9,8 @@ leaves 127.0.0.1), starts a one-node Ray (`ray start --head`, this machine's CPU
   rounds alternate, the ratio is of the summed times. Floor 0.8x.
 - generation: samples/s of the tiny checkpoint (--ids, --n, temperature 0.8, 32 tokens a turn) with
   2 CPU replicas of one torch thread each against 1 replica of one thread (the baseline), and 1 of
-  two threads;
+  two threads; with the CPU headroom measured just after (two busy processes against one: on a
+  machine shared with other jobs the ceiling for 2 replicas is well below 2x);
 - Ray's per-request overhead: a one-item `generate` on a reference replica actor against the same
   call in this process, in ms (mean over --requests).
 Times are of the runs alone (actors started and sandboxes open before the clock starts). Exit
@@ -92,6 +93,24 @@ def execution(address: str, rounds: int, cpus: int) -> float:
     return ratio
 
 
+def spin(seconds: float) -> int:
+    """Loop turns in `seconds` of wall time: how much CPU this process gets."""
+    end, turns = time.perf_counter() + seconds, 0
+    while time.perf_counter() < end:
+        turns += 1
+    return turns
+
+
+def cpu_headroom(seconds: float = 3.0) -> float:
+    """Loop turns of two processes at once over one alone: the most two replicas could gain over one
+    here and now (2.0 on two idle cores; less where other jobs hold the CPUs)."""
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(2) as pool:
+        one = pool.submit(spin, seconds).result()
+        two = sum(f.result() for f in [pool.submit(spin, seconds) for _ in range(2)])
+    return two / one
+
+
 def generation(address: str, ids: str, n: int):
     from mtpb.problems import load_problems, parse_ids, select
     from mtpb.ray_cluster import RayCluster
@@ -114,6 +133,8 @@ def generation(address: str, ids: str, n: int):
                 cluster.close()
             rates[replicas, threads] = samples / seconds
     print(f"generation, tiny checkpoint, {samples} samples (ids {ids}, n {n}, 32 tokens a turn):")
+    print(f"  CPU headroom now: two busy processes do {cpu_headroom():.2f}x the work of one (the ceiling "
+          "for 2 replicas)")
     base = rates[1, 1]
     for (replicas, threads), rate in rates.items():
         print(f"  {replicas} replica(s) x {threads} thread(s)  {rate:6.2f} samples/s   ratio {rate / base:.2f}x")

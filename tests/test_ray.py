@@ -120,3 +120,14 @@ def test_a_driver_killed_mid_run_resumes_every_key_once(cluster, reference_local
     log = finish(cluster.mtpb_run(out, *REFERENCE), out)
     assert "resuming:" in log
     assert_same_run(out, reference_local)
+
+
+def test_a_killed_sandbox_host_has_its_programs_run_again_once(cluster, reference_local, tmp_path):
+    out = tmp_path / "ray"
+    proc = cluster.mtpb_run(out, *REFERENCE)
+    wait_for_lines(out / "results.jsonl", proc)
+    cluster.kill_one("ray::SandboxHost")
+    log = finish(proc, out)
+    assert "a sandbox host on 127.0.0.1 was lost" in log
+    assert_same_run(out, reference_local)
+    assert cluster.leftovers() == []
