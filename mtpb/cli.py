@@ -502,6 +502,92 @@ def summary(runs, problem_paths):
 
 
 # ---------------------------------------------------------------------------- sandbox
+# ---------------------------------------------------------------------------- analysis
+@main.command()
+@click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--model", default=None, help="Checkpoint folder or hub id (default: the run's own model).")
+@click.option("--backend", "scorer", default="codegen", show_default=True, type=click.Choice(("codegen", "transformers")),
+              help="codegen: the bundled engine; transformers: one Hugging Face forward per context (the check).")
+@click.option("--mode", "modes", default="multi,single", show_default=True, help="Modes to score, comma-separated.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when there is one).")
+@click.option("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on cuda, fp32 elsewhere).")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
+@click.option("--ids", default=None, help="Without RUN: problem ids, e.g. 1,4,7-9 (default: all).")
+@click.option("--problems", "problem_paths", multiple=True, help="Without RUN: problem files or folders.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Where perplexity.jsonl and perplexity.json go (default: RUN; required without RUN).")
+@friendly
+def perplexity(run_dir, model, scorer, modes, device, dtype, batch_size, ids, problem_paths, out_dir):
+    """Prompt perplexity, multi-turn vs single-turn (paper section 4): of RUN's prompts under its
+    model, the turns conditioned on its own completions; or, without RUN, of the suite's prompts
+    under --model, the turns conditioned on the reference solutions."""
+    from mtpb import perplexity as ppl
+    from mtpb.problems import ProblemError, load_problems, parse_ids, select
+    from mtpb.rundir import RunDir, RunDirError
+    wanted = tuple(m.strip() for m in modes.split(",") if m.strip())
+    if not wanted or set(wanted) - {"multi", "single"}:
+        raise click.BadParameter(f"{modes!r}: multi, single or multi,single", param_hint="--mode")
+    if run_dir is not None:
+        manifest = RunDir(run_dir).read_manifest()
+        if manifest is None:
+            raise RunDirError(f"{run_dir}: no run.json: give a run directory that `mtpb run` wrote")
+        if model is None and manifest.get("backend") not in ("codegen", "transformers"):
+            raise RunDirError(f"{run_dir}/run.json: the {manifest.get('backend')} backend names no checkpoint: "
+                              "pass --model FOLDER to score its prompts under a checkpoint")
+        model = model or manifest.get("model")
+        dialogues = list(ppl.run_dialogues(Path(run_dir), wanted))
+        out_dir = out_dir or run_dir
+    else:
+        if not model or not out_dir:
+            raise click.UsageError("without RUN, give --model CHECKPOINT and --out DIR (the reference solutions are scored)")
+        try:
+            selected = select(load_problems(problem_paths or None), parse_ids(ids))
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--ids")
+        if not selected:
+            raise ProblemError([f"no problem set matches --ids {ids}"])
+        dialogues = list(ppl.reference_dialogues(selected, wanted))
+    if model is None:
+        from mtpb.paths import tiny_checkpoint
+        model = str(tiny_checkpoint())
+    try:
+        engine = ppl.open_scorer(scorer, str(model), device=device, dtype=dtype, batch_size=batch_size)
+    except Exception as e:   # a checkpoint that does not load: one line, not a traceback
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise RunDirError(f"--model {model}: cannot load it with the {scorer} backend ({e})") from None
+    settings = {"model": str(model), "backend": scorer, "dtype": engine.dtype,
+                "run": str(run_dir) if run_dir else None, "modes": list(wanted)}
+    progress = Progress("perplexity")
+    try:
+        with RunDir(out_dir).lock():   # one writer of perplexity.jsonl at a time
+            summary = ppl.write_perplexity(Path(out_dir), dialogues, engine, settings, progress)
+    finally:
+        progress.stop()
+    table = Table("mode", "prompt perplexity", "problems", "dialogues", "tokens")
+    for mode, m in summary["modes"].items():
+        table.add_row(mode, f"{m['perplexity']:.3f}", str(m["n_problems"]), str(m["n_dialogues"]), str(m["tokens"]))
+    out.print(table)
+    out.print(f"wrote {Path(out_dir) / ppl.JSONL_FILE}", soft_wrap=True)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--sandbox", default="auto", show_default=True, type=click.Choice(SANDBOXES))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1), help="Seconds per program.")
+@friendly
+def diagnose(run_dir, sandbox, workers, timeout):
+    """The turn where each failed program of RUN broke (RUN/diagnosis.jsonl; passed programs are not re-run)."""
+    from mtpb.diagnose import DIAGNOSIS_FILE, diagnose as run_diagnosis
+    facts = _in_sandbox(sandbox, workers, timeout, run_dir, "diagnose",
+                        lambda box, progress: run_diagnosis(Path(run_dir), box, progress))
+    share = facts["sandbox_seconds"] / facts["run_seconds"] if facts["run_seconds"] else float("nan")
+    out.print(f"{facts['diagnosed']} of {facts['failed']} failed programs diagnosed ({facts['programs_run']} cut "
+              f"programs, {facts['sandbox_seconds']:.1f} s in the sandbox, {share:.2f}x the run's program seconds)"
+              f"  -> {Path(run_dir) / DIAGNOSIS_FILE}", soft_wrap=True)
+
+
 @main.group()
 def sandbox():
     """Build, check and clean the docker sandbox."""

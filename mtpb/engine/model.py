@@ -226,7 +226,8 @@ class CodeGen(nn.Module):
     def forward(self, ids: torch.Tensor, positions: torch.Tensor | None = None,
                 cache: CacheView | None = None, last: torch.Tensor | None = None) -> torch.Tensor:
         """ids, positions: (B, L). last: (B,) index of the one position per row whose logits are
-        wanted (decode and prefill); None gives logits at every position (training, tests)."""
+        wanted (decode and prefill), or (B, k) indices of k positions per row (scoring); None gives
+        logits at every position (training, tests)."""
         B, L = ids.shape
         if positions is None:
             positions = torch.arange(L, device=ids.device).expand(B, L)
@@ -235,5 +236,5 @@ class CodeGen(nn.Module):
         for i, block in enumerate(self.transformer.h):
             x = block(x, rope, i, cache)
         if last is not None:
-            x = x[torch.arange(B, device=ids.device), last][:, None]       # (B, 1, E)
-        return self.lm_head(self.transformer.ln_f(x)).float()              # (B, L or 1, V)
+            x = x[torch.arange(B, device=ids.device)[:, None], last.view(B, -1)]   # (B, 1 or k, E)
+        return self.lm_head(self.transformer.ln_f(x)).float()              # (B, L or 1 or k, V)
