@@ -110,3 +110,118 @@ def mode_pairs(cmp: Comparison, mode: str = "multi", baseline: str = "single"):
     return _keep_ints(frame, rows, ("parameters",))
 
 
+
+
+def status_counts(cmp: Comparison):
+    """Programs per status, one row per run, every status a column (0 where none)."""
+    import pandas as pd
+
+    from mtpb.scoring import STATUSES
+    counts = cmp.programs.groupby(["run", "status"], observed=True).size().unstack("status", fill_value=0)
+    counts = counts.reindex(index=[r.label for r in cmp.runs], fill_value=0)
+    extra = [c for c in counts.columns if c not in STATUSES]
+    counts = counts.reindex(columns=[*STATUSES, *extra], fill_value=0).fillna(0).astype(int)
+    counts.columns = [str(c) for c in counts.columns]
+    frame = counts.reset_index().rename(columns={"index": "run"})
+    frame["programs"] = frame[[*STATUSES, *extra]].sum(axis=1)
+    return pd.DataFrame(frame)
+
+
+def pass_at_k_curve(cmp: Comparison):
+    """pass@k (percent) for every k = 1..n per run, n the fewest samples of any of its (problem, test)
+    cells; long form: run, k, pass_at_k."""
+    import pandas as pd
+
+    from mtpb.metrics import pass_at_k as estimate
+    cells = (cmp.programs.groupby(["run", "problem_id", "test_index"], observed=True)["passed"]
+             .agg(n="size", c="sum").reset_index())
+    rows = []
+    for run, group in cells.groupby("run", observed=True):
+        n_min = int(group["n"].min())
+        for k in range(1, n_min + 1):
+            group_k = group.assign(p=[estimate(int(n), int(c), k) for n, c in zip(group["n"], group["c"])])
+            rate = 100.0 * group_k.groupby("problem_id")["p"].mean().mean()
+            rows.append({"run": str(run), "k": k, "pass_at_k": float(rate)})
+    return pd.DataFrame(rows, columns=["run", "k", "pass_at_k"])
+
+
+def perplexity_table(cmp: Comparison):
+    """Per run with a perplexity.json: the model's mean prompt perplexity per mode and the difference."""
+    import pandas as pd
+
+    rows = []
+    for run in cmp.runs:
+        found = cmp.perplexity.get(run.label)
+        if not found:
+            continue
+        modes = found.get("modes", {})
+        multi = (modes.get("multi") or {}).get("perplexity")
+        single = (modes.get("single") or {}).get("perplexity")
+        rows.append({"run": run.label, "model": run.model, "parameters": run.parameters,
+                     "scored_with": (found.get("settings") or {}).get("backend"),
+                     "single": single, "multi": multi,
+                     "difference": (multi - single) if multi is not None and single is not None else None,
+                     "problems": max((m.get("n_problems", 0) for m in modes.values()), default=0)})
+    frame = pd.DataFrame(rows, columns=["run", "model", "parameters", "scored_with", "single", "multi",
+                                        "difference", "problems"])
+    return _keep_ints(frame, rows, ("parameters",))
+
+
+def perplexity_points(cmp: Comparison):
+    """The paper's per-problem pairs: (perplexity of a problem's prompts in a mode, its pass rate in
+    that mode) for each run with a perplexity.json. The pass rate is the run's own when its mode is
+    the mode scored, else that of a run of the same model in that mode, when the report has one."""
+    import pandas as pd
+
+    rates = {(r, int(p)): v for r, p, v in zip(cmp.rates["run"], cmp.rates["problem_id"], cmp.rates["rate"])}
+    rows = []
+    for run in cmp.runs:
+        found = cmp.perplexity.get(run.label)
+        if not found:
+            continue
+        for mode in found.get("modes", {}):
+            source = run if run.mode == mode else next(
+                (r for r in cmp.runs if r.model == run.model and r.mode == mode), None)
+            if source is None:
+                continue
+            for pid, per_mode in found.get("problems", {}).items():
+                rate = rates.get((source.label, int(pid)))
+                if rate is not None and per_mode.get(mode) is not None:
+                    rows.append({"run": run.label, "mode": mode, "rate_from": source.label, "problem_id": int(pid),
+                                 "perplexity": float(per_mode[mode]), "pass_rate": float(rate)})
+    return pd.DataFrame(rows, columns=["run", "mode", "rate_from", "problem_id", "perplexity", "pass_rate"])
+
+
+def perplexity_correlations(points):
+    """Per (run, mode): Pearson and Spearman correlation of a problem's perplexity with its pass rate
+    (NaN where either is constant or fewer than 3 problems)."""
+    import pandas as pd
+
+    rows = []
+    for (run, mode), group in points.groupby(["run", "mode"], sort=False):
+        constant = group["perplexity"].nunique() < 2 or group["pass_rate"].nunique() < 2
+        enough = len(group) >= 3 and not constant
+        rows.append({"run": run, "mode": mode, "rate_from": group["rate_from"].iloc[0], "problems": len(group),
+                     "pearson": float(group["perplexity"].corr(group["pass_rate"])) if enough else math.nan,
+                     "spearman": float(group["perplexity"].corr(group["pass_rate"], method="spearman"))
+                     if enough else math.nan})
+    return pd.DataFrame(rows, columns=["run", "mode", "rate_from", "problems", "pearson", "spearman"])
+
+
+def break_turns(cmp: Comparison):
+    """Failed programs by the turn where they broke (from `mtpb diagnose`), per run: long form run,
+    mode, turn, broke_how, programs; programs not diagnosed yet are counted as turn None."""
+    import pandas as pd
+
+    failed = cmp.programs[~cmp.programs["passed"] & (cmp.programs["status"] != "sandbox_error")]
+    mode = {r.label: r.mode for r in cmp.runs}
+    if failed.empty:
+        return pd.DataFrame(columns=["run", "mode", "turn", "broke_how", "programs"])
+    table = (failed.assign(turn=failed["broke_at_turn"].astype("object"),
+                           broke_how=failed["broke_how"].fillna("not diagnosed"))
+             .groupby(["run", "turn", "broke_how"], observed=True, dropna=False).size()
+             .reset_index(name="programs"))
+    table = table[table["programs"] > 0]
+    table.insert(1, "mode", table["run"].map(lambda r: mode[str(r)]).astype(str))
+    table["run"] = table["run"].astype(str)
+    return table.reset_index(drop=True)

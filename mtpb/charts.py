@@ -66,12 +66,20 @@ def bar_chart(title: str, groups: list[str], series: list[tuple[str, str]], valu
         x0 = PAD_L + gi * width + (width - bar * len(series)) / 2
         for si, (name, color) in enumerate(series):
             v = value(group, name)
-            if v is None:
+            cx = x0 + si * bar + bar / 2
+            if v is None:   # no run: a hollow mark on the axis, never a bar of any height
+                body.append(f'<text class="no-run" x="{cx:.1f}" y="{y(0) - 4:.1f}" text-anchor="middle">×'
+                            f'<title>{escape(name)}, {escape(str(group))}: no run</title></text>')
                 continue
             top = y(v)
             body.append(f'<rect x="{x0 + si * bar:.1f}" y="{top:.1f}" width="{max(bar - 1, 1):.1f}" '
                         f'height="{max(y(0) - top, 0.5):.1f}" fill="{color}"><title>{escape(name)}, '
                         f'{escape(str(group))}: {v:.1f}%</title></rect>')
+            if v < 0.05:    # a measured 0%: a solid tick and its figure, unlike the absent bar above
+                body.append(f'<rect class="zero" x="{x0 + si * bar:.1f}" y="{y(0) - 3:.1f}" '
+                            f'width="{max(bar - 1, 1):.1f}" height="3" fill="{color}"/>'
+                            f'<text class="tick zero-label" x="{cx:.1f}" y="{y(0) - 6:.1f}" '
+                            f'text-anchor="middle">0</text>')
         label = str(group) if len(str(group)) <= 14 else str(group)[:13] + "…"
         body.append(f'<text class="tick" x="{PAD_L + (gi + 0.5) * width:.1f}" y="{H - PAD_B + 16}" '
                     f'text-anchor="middle">{escape(label)}</text>')
@@ -110,3 +118,57 @@ def size_chart(title: str, points: list[dict]) -> str:
                     f'<title>{escape(p["label"])}: {p["y"]:.1f}% [{p["low"]:.1f}, {p["high"]:.1f}]'
                     f'</title></circle>')
     return _svg(title, body)
+
+
+def line_chart(title: str, xs: list[int], series: list[tuple[str, str, dict]], x_label: str) -> str:
+    """Lines over integer x values (pass@k against k): series are (label, colour, {x: y in %})."""
+    body, y = _y_axis()
+    lo, hi = min(xs), max(xs)
+    span = max(hi - lo, 1)
+    x = lambda v: PAD_L + 16 + (W - PAD_L - PAD_R - 32) * (v - lo) / span  # noqa: E731
+    step = max(1, round(span / 10))
+    for v in range(lo, hi + 1, step):
+        body.append(f'<text class="tick" x="{x(v):.1f}" y="{H - PAD_B + 16}" text-anchor="middle">{v}</text>')
+    body.append(f'<text class="tick" x="{(W + PAD_L) / 2}" y="{H - 8}" text-anchor="middle">{escape(x_label)}</text>')
+    for label, color, values in series:
+        pts = sorted(values.items())
+        if len(pts) > 1:
+            path = " ".join(f"{x(k):.1f},{y(v):.1f}" for k, v in pts)
+            body.append(f'<polyline class="series" points="{path}" stroke="{color}"/>')
+        for k, v in pts:
+            body.append(f'<circle cx="{x(k):.1f}" cy="{y(v):.1f}" r="3.5" fill="{color}">'
+                        f'<title>{escape(label)}: {escape(x_label)} {k}: {v:.1f}%</title></circle>')
+    return _svg(title, body)
+
+
+def scatter_chart(title: str, points: list[dict], x_label: str) -> str:
+    """Pass rate (%) against a positive x on a log axis (prompt perplexity); points with label, x, y,
+    color. The axis spans the data's own decades."""
+    body, y = _y_axis()
+    xs = [p["x"] for p in points if p["x"] > 0]
+    if not xs:
+        return _svg(title, body)
+    lo, hi = math.log10(min(xs)), math.log10(max(xs))
+    if hi - lo < 0.2:
+        lo, hi = lo - 0.1, hi + 0.1
+    x = lambda v: PAD_L + 10 + (W - PAD_L - PAD_R - 20) * (math.log10(v) - lo) / (hi - lo)  # noqa: E731
+    for t in _log_ticks(lo, hi):
+        body.append(f'<line class="grid" x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{PAD_T}" y2="{H - PAD_B}"/>'
+                    f'<text class="tick" x="{x(t):.1f}" y="{H - PAD_B + 16}" text-anchor="middle">{t:g}</text>')
+    body.append(f'<text class="tick" x="{(W + PAD_L) / 2}" y="{H - 8}" text-anchor="middle">{escape(x_label)}</text>')
+    for p in points:
+        if p["x"] > 0:
+            body.append(f'<circle class="dot" cx="{x(p["x"]):.1f}" cy="{y(p["y"]):.1f}" r="4" fill="{p["color"]}">'
+                        f'<title>{escape(p["label"])}: perplexity {p["x"]:.2f}, pass rate {p["y"]:.1f}%</title></circle>')
+    return _svg(title, body)
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks between 10**lo and 10**hi, at most about eight of them."""
+    out = []
+    for e in range(math.floor(lo), math.ceil(hi) + 1):
+        for m in (1, 2, 5):
+            t = m * 10 ** e
+            if 10 ** lo <= t <= 10 ** hi:
+                out.append(t)
+    return out if len(out) <= 8 else out[::max(1, len(out) // 8)]

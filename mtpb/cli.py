@@ -479,14 +479,18 @@ def _print_original_stats(summary: dict):
 @click.option("--problems", "problem_paths", multiple=True,
               help="Problem files or folders (`suite`: the bundled suite) that label the runs' problems "
                    "in place of what each run recorded in its problems.jsonl.")
+@click.option("--export", "export_dir", default=None, type=click.Path(file_okay=False),
+              help="Also write every table as CSV, and the headline table as LaTeX, into this folder.")
 @friendly
-def report(runs, output, problem_paths):
+def report(runs, output, problem_paths, export_dir):
     """One self-contained HTML report comparing runs."""
     from mtpb.report import write_report
-    facts = write_report(list(runs), output, list(problem_paths) or None)
+    facts = write_report(list(runs), output, list(problem_paths) or None, export_dir)
     for warning in facts.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     out.print(f"wrote {facts.get('path', output)}")
+    if export_dir is not None:
+        out.print(f"exported {len(facts['exported'])} tables to {export_dir}", soft_wrap=True)
 
 
 @main.command()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mtpb.metrics import difficulty_of, problem_rate
+from mtpb.perplexity import read_perplexity
 from mtpb.rundir import PROBLEMS_FILE, RunDir, RunDirError, read_jsonl
 from mtpb.scoring import STATUSES
 
@@ -71,6 +72,7 @@ class Comparison:
     problems: dict[int, ProblemInfo]
     examples: dict[tuple[str, int], tuple[Example, ...]]
     warnings: tuple[str, ...] = field(default=())
+    perplexity: dict[str, dict] = field(default_factory=dict)   # run label -> its perplexity.json
 
 
 # ---------------------------------------------------------------- reading a run directory
@@ -126,7 +128,10 @@ def load_results(run_dir: str | Path, warnings: list[str]):
     if not path.exists():
         raise RunDirError(f"{path}: missing: the run's programs were never executed "
                           f"(continue the run with the same `mtpb run` command, or `mtpb execute`)")
-    cols = {"problem_id": [], "test_index": [], "sample_index": [], "status": [], "passed": []}
+    from mtpb.diagnose import read_diagnoses
+    diagnoses = read_diagnoses(Path(run_dir))
+    cols = {"problem_id": [], "test_index": [], "sample_index": [], "status": [], "passed": [],
+            "broke_at_turn": [], "broke_how": []}
     details, unusable = [], 0
     for _, obj in read_jsonl(path, warnings):
         key = _key(obj)
@@ -141,12 +146,17 @@ def load_results(run_dir: str | Path, warnings: list[str]):
             cols[name].append(value)
         cols["status"].append(status)
         cols["passed"].append(passed)
+        # `mtpb diagnose` wrote where this very result (same status) broke; a result carries it too
+        d = diagnoses.get(key)
+        d = d if d is not None and d.get("status") == status else obj
+        cols["broke_at_turn"].append(_as_int(d.get("broke_at_turn")))
+        cols["broke_how"].append(d.get("broke_how") if isinstance(d.get("broke_how"), str) else None)
         details.append((obj.get("printed"), obj.get("expected"), obj.get("error")))
     if unusable:
         warnings.append(f"{path}: {unusable} line(s) lack problem_id, test_index, sample_index or "
                         f"status/passed and were skipped")
     frame = pd.DataFrame(cols).astype({"problem_id": "int64", "test_index": "int64",
-                                       "sample_index": "int64", "passed": "bool"})
+                                       "sample_index": "int64", "passed": "bool", "broke_at_turn": "Int64"})
     frame["row"] = range(len(frame))
     # A resumed run may execute a program again; the last verdict is the one that stands.
     before = len(frame)
@@ -393,7 +403,16 @@ def load_comparison(run_dirs, problems_paths=None, examples_per_problem: int = 2
                         f"unknown, prompts taken from samples.jsonl (use --problems PATH to load them)")
     rates = problem_rates(programs, problems)
     warnings += comparability_warnings(runs, rates)
-    return Comparison(tuple(runs), programs, rates, problems, examples, tuple(warnings))
+    perplexity = {}
+    for run_dir, label in zip(run_dirs, labels):
+        try:
+            found = read_perplexity(Path(run_dir))
+        except RunDirError as e:
+            warnings.append(f"{label}: {e}")
+            continue
+        if found is not None:
+            perplexity[label] = found
+    return Comparison(tuple(runs), programs, rates, problems, examples, tuple(warnings), perplexity)
 
 
 def problem_rates(programs, problems: dict):

@@ -28,3 +28,10 @@ def fmt_num(x) -> str:
 def _missing(x) -> bool:
     # pandas hands a missing figure over as NaN, a run's manifest as None.
     return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def short_model(model: str) -> str:
+    """A model's name for tables and axes: the last part of a checkpoint path or hub id
+    ("/ckpts/codegen-350M-mono/" -> "codegen-350M-mono"); the full name goes in a tooltip."""
+    parts = [p for p in str(model).replace("\\", "/").split("/") if p]
+    return parts[-1] if parts else str(model)

@@ -12,10 +12,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mtpb import __version__
-from mtpb.aggregate import breakdown, mode_pairs, summary_table
-from mtpb.charts import RUN_COLORS, bar_chart, heat_color, legend, mode_color, size_chart
+from mtpb.aggregate import (break_turns, breakdown, mode_pairs, pass_at_k_curve, perplexity_correlations,
+                            perplexity_points, perplexity_table, status_counts, summary_table)
+from mtpb.charts import (RUN_COLORS, bar_chart, heat_color, legend, line_chart, mode_color, scatter_chart,
+                         size_chart)
 from mtpb.comparison import Comparison, load_comparison
-from mtpb.formatting import fmt_num, fmt_params, fmt_pct
+from mtpb.formatting import fmt_num, fmt_params, fmt_pct, short_model
 from mtpb.metrics import DIFFICULTY_BINS
 from mtpb.paths import data_path
 from mtpb.rundir import RunDirError
@@ -36,15 +38,19 @@ def build_context(cmp: Comparison) -> dict:
     run_series = [(r.label, colors[r.label]) for r in cmp.runs]
     charts = [*_size_charts(rows), *(_breakdown_chart(cmp, by, title, run_series) for by, title in BREAKDOWNS),
               *_mode_charts(cmp)]
+    charts.append(_pass_at_k_chart(cmp, colors))
     return {"title": "mtpb comparison report", "version": __version__,
             "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "runs": cmp.runs, "rows": rows, "ks": ks, "charts": charts,
+            "statuses": _status_rows(cmp, colors), "perplexity": _perplexity(cmp, colors),
+            "breaks": _breaks(cmp, colors),
             "warnings": cmp.warnings, "heatmap": _heatmap(cmp, colors),
             "problems": _problem_details(cmp, colors), "run_colors": colors}
 
 
 def _summary_row(rec: dict, ks: list[str], colors: dict) -> dict:
     return {**rec, "color": colors[rec["run"]], "params_text": fmt_params(rec["parameters"]),
+            "model_text": short_model(rec["model"]),
             "rate_text": fmt_pct(rec["pass_rate"]),
             "ci_text": f"[{fmt_pct(rec['ci_low'])}, {fmt_pct(rec['ci_high'])}]",
             "ks": [(rec[k], fmt_pct(rec[k])) for k in ks],
@@ -91,16 +97,90 @@ def _mode_charts(cmp: Comparison) -> list[dict]:
     if pairs.empty:
         return []
     modes = [("single", mode_color("single")), ("multi", mode_color("multi"))]
-    by_model = {m: rec for m, rec in zip(pairs["model"], pairs.to_dict("records"))}
+    by_model = {short_model(m): rec for m, rec in zip(pairs["model"], pairs.to_dict("records"))}
     return [{"id": "chart-modes", "title": "Multi-turn vs single-turn, per model",
-             "legend": legend(modes),
+             "legend": legend(modes), "wide": True,
              "svg": Markup(bar_chart("Multi-turn against single-turn pass rate per model",
                                      list(by_model), modes, lambda g, s: by_model[g][s])),
              "note": "Each model's pair is over the problems both modes cover.",
-             "pairs": [{**p, "params_text": fmt_params(p["parameters"]),
+             "pairs": [{**p, "params_text": fmt_params(p["parameters"]), "model_text": short_model(p["model"]),
                         "text": {k: fmt_pct(p[k]) for k in
                                  ("multi", "single", "difference", "ci_low", "ci_high")}}
                        for p in pairs.to_dict("records")]}]
+
+
+def _pass_at_k_chart(cmp: Comparison, colors: dict) -> dict:
+    from markupsafe import Markup
+
+    curve = pass_at_k_curve(cmp)
+    series = [(r.label, colors[r.label], {int(k): v for k, v in zip(g["k"], g["pass_at_k"])})
+              for r in cmp.runs for _, g in [(r.label, curve[curve["run"] == r.label])] if len(g)]
+    ks = sorted(set(curve["k"].tolist())) or [1]
+    return {"id": "chart-pass-at-k", "title": "pass@k for k = 1 … n",
+            "svg": Markup(line_chart("pass@k against k", ks, series, "k")),
+            "legend": legend([(s[0], s[1]) for s in series]),
+            "note": "Unbiased estimator per (problem, test case), mean over test cases, then over problems; "
+                    "up to the fewest samples of any test case of the run."}
+
+
+def _status_rows(cmp: Comparison, colors: dict) -> dict:
+    from mtpb.scoring import STATUSES
+
+    table = status_counts(cmp)
+    columns = [c for c in table.columns if c not in ("run", "programs")]
+    rows = [{"run": rec["run"], "color": colors[rec["run"]], "programs": rec["programs"],
+             "counts": [(c, int(rec[c]), f"{100 * rec[c] / rec['programs']:.1f}" if rec["programs"] else "—")
+                        for c in columns]}
+            for rec in table.to_dict("records")]
+    return {"columns": columns, "rows": rows, "known": STATUSES}
+
+
+def _perplexity(cmp: Comparison, colors: dict) -> dict | None:
+    """The paper's section 4: prompt perplexity per mode, and how it goes with the pass rate."""
+    from markupsafe import Markup
+
+    table = perplexity_table(cmp)
+    if table.empty:
+        return None
+    points = perplexity_points(cmp)
+    corr = perplexity_correlations(points)
+    num = lambda v, d=2: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"  # noqa: E731
+    rows = [{**rec, "model_text": short_model(rec["model"]), "color": colors[rec["run"]],
+             "text": {k: num(rec[k]) for k in ("single", "multi", "difference")}}
+            for rec in table.to_dict("records")]
+    corr_rows = [{**rec, "text": {k: num(rec[k]) for k in ("pearson", "spearman")}} for rec in corr.to_dict("records")]
+    scatter = None
+    if not points.empty:
+        dots = [{"label": f"{r['run']} {r['mode']}, problem {r['problem_id']}", "x": r["perplexity"],
+                 "y": r["pass_rate"], "color": mode_color(r["mode"])} for r in points.to_dict("records")]
+        modes = list(dict.fromkeys(points["mode"]))
+        scatter = {"svg": Markup(scatter_chart("Pass rate against prompt perplexity, per problem", dots,
+                                               "prompt perplexity (log scale)")),
+                   "legend": legend([(m, mode_color(m)) for m in modes])}
+    return {"rows": rows, "correlations": corr_rows, "scatter": scatter}
+
+
+def _breaks(cmp: Comparison, colors: dict) -> dict | None:
+    """Failed programs by the turn where they broke, per run (columns: turn 1 … the most turns)."""
+    table = break_turns(cmp)
+    if table.empty:
+        return None
+    diagnosed = table[table["broke_how"] != "not diagnosed"]
+    turns = sorted({int(t) for t in diagnosed["turn"].dropna()})
+    rows = []
+    for run in cmp.runs:
+        mine = table[table["run"] == run.label]
+        if mine.empty:
+            continue
+        per_turn = {t: int(mine.loc[mine["turn"].apply(lambda v, t=t: v is not None and v == v and int(v) == t),
+                                    "programs"].sum()) for t in turns}
+        kinds = (mine[mine["broke_how"] != "not diagnosed"].groupby("broke_how")["programs"].sum()
+                 .sort_values(ascending=False))
+        rows.append({"run": run.label, "mode": run.mode, "color": colors[run.label],
+                     "turns": [per_turn[t] for t in turns],
+                     "pending": int(mine.loc[mine["broke_how"] == "not diagnosed", "programs"].sum()),
+                     "kinds": ", ".join(f"{k} {v}" for k, v in kinds.head(4).items())})
+    return {"turns": turns, "rows": rows}
 
 
 def _breakdown_note(by: str, table) -> str:
@@ -137,8 +217,8 @@ def _heatmap(cmp: Comparison, colors: dict) -> dict:
         cells = []
         for label in labels:
             v = wide.at[pid, label] if label in wide.columns else math.nan
-            if math.isnan(v):
-                cells.append({"v": "", "text": "", "bg": "transparent", "fg": "inherit"})
+            if math.isnan(v):   # no run of this problem: a dot, unlike a measured 0
+                cells.append({"v": "", "text": "·", "bg": "transparent", "fg": "#9aa3b2", "title": "no run"})
             else:
                 bg, fg = heat_color(v)
                 cells.append({"v": round(v, 3), "text": f"{v:.0f}", "bg": bg, "fg": fg})
@@ -188,12 +268,18 @@ def render_html(cmp: Comparison) -> str:
                            js=(folder / "report.js").read_text(encoding="utf-8"))
 
 
-def write_report(run_dirs: list[str], out: str, problems_paths: list[str] | None = None) -> dict:
-    """Write the HTML report; returns path, bytes, seconds and the warnings it shows."""
+def write_report(run_dirs: list[str], out: str, problems_paths: list[str] | None = None,
+                 export_dir: str | None = None) -> dict:
+    """Write the HTML report (and, with export_dir, its tables as CSV and LaTeX); returns path, bytes,
+    seconds, the warnings it shows and the exported files."""
     start = time.perf_counter()
     path = Path(out)
     check_output(path)
     cmp = load_comparison(run_dirs, problems_paths, examples_per_problem=EXAMPLES_PER_PROBLEM)
+    exported = []
+    if export_dir is not None:
+        from mtpb.export import export
+        exported = [str(p) for p in export(cmp, export_dir)]
     data = render_html(cmp).encode("utf-8")
     # Write then rename: a reader never sees half a report.
     tmp = path.with_name(path.name + ".tmp")
@@ -206,7 +292,7 @@ def write_report(run_dirs: list[str], out: str, problems_paths: list[str] | None
             tmp.unlink()
         raise RunDirError(f"-o {path}: cannot write the report ({e.strerror or e}): choose another path") from None
     return {"path": str(path), "bytes": len(data), "seconds": time.perf_counter() - start,
-            "warnings": list(cmp.warnings)}
+            "warnings": list(cmp.warnings), "exported": exported}
 
 
 def check_output(path: Path) -> None:

@@ -55,9 +55,10 @@ def test_report_shows_the_numbers_and_warnings(report):
     for text in ("50.0", "30.0", "57.5", "70.0", "75.0", "350M", "2B", "single", "pass@5"):
         assert text in summary
     assert "differ in temperature" in html and "C covers 4 of the 5 problems" in html
-    for chart in ("chart-size", "chart-n_turns", "chart-category", "chart-difficulty", "chart-modes"):
+    for chart in ("chart-size", "chart-n_turns", "chart-category", "chart-difficulty", "chart-modes",
+                  "chart-pass-at-k"):
         assert f'id="{chart}"' in html
-    assert html.count("<svg") == 5
+    assert html.count("<svg") == 6
     assert 'id="heatmap-table"' in html and 'href="#p-5"' in html
     assert html.count('<details class="problem"') == 5
 
@@ -285,7 +286,7 @@ def test_report_in_headless_chromium(tmp_path, report):
 
         charts = json.loads(browser.evaluate(CHART_BOXES))
         assert [c["id"] for c in charts] == ["chart-size", "chart-n_turns", "chart-category",
-                                             "chart-difficulty", "chart-modes"]
+                                             "chart-difficulty", "chart-modes", "chart-pass-at-k"]
         for chart in charts:
             assert chart["width"] > 100 and chart["height"] > 50, chart
             assert chart["shapes"] > 0, chart
