@@ -532,6 +532,8 @@ def perplexity(run_dir, model, scorer, modes, device, dtype, batch_size, ids, pr
     if not wanted or set(wanted) - {"multi", "single"}:
         raise click.BadParameter(f"{modes!r}: multi, single or multi,single", param_hint="--mode")
     if run_dir is not None:
+        if ids or problem_paths:
+            raise click.UsageError("--ids and --problems choose problems without RUN; RUN's own are scored")
         manifest = RunDir(run_dir).read_manifest()
         if manifest is None:
             raise RunDirError(f"{run_dir}: no run.json: give a run directory that `mtpb run` wrote")
