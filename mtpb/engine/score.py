@@ -104,7 +104,8 @@ def _score_batch(engine: Engine, requests: list[ScoreRequest]) -> list[SpanScore
 
 
 def _forward_groups(engine: Engine, rows: list[_Row], lo: int, hi: int, scores: dict) -> None:
-    """Rows [lo, hi) in contiguous groups within the engine's prefill token budget."""
+    """Rows [lo, hi) in contiguous groups within the engine's prefill token budget, which also bounds
+    a group's logits (a row's span tokens are among its uncached ones)."""
     a = lo
     while a < hi:
         width = max(len(rows[a].ids) - rows[a].start, 1)
