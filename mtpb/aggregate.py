@@ -157,7 +157,9 @@ def perplexity_table(cmp: Comparison):
         modes = found.get("modes", {})
         multi = (modes.get("multi") or {}).get("perplexity")
         single = (modes.get("single") or {}).get("perplexity")
-        rows.append({"run": run.label, "model": run.model, "parameters": run.parameters,
+        scored = (found.get("settings") or {}).get("model") or run.model   # --model may name another checkpoint
+        rows.append({"run": run.label, "model": scored,
+                     "parameters": run.parameters if scored == run.model else None,
                      "scored_with": (found.get("settings") or {}).get("backend"),
                      "single": single, "multi": multi,
                      "difference": (multi - single) if multi is not None and single is not None else None,

@@ -158,7 +158,9 @@ def scatter_chart(title: str, points: list[dict], x_label: str) -> str:
     body.append(f'<text class="tick" x="{(W + PAD_L) / 2}" y="{H - 8}" text-anchor="middle">{escape(x_label)}</text>')
     for p in points:
         if p["x"] > 0:
-            body.append(f'<circle class="dot" cx="{x(p["x"]):.1f}" cy="{y(p["y"]):.1f}" r="4" fill="{p["color"]}">'
+            paint = (f'fill="#fff" stroke="{p["color"]}" stroke-width="1.5"' if p.get("hollow")
+                     else f'fill="{p["color"]}"')
+            body.append(f'<circle class="dot" cx="{x(p["x"]):.1f}" cy="{y(p["y"]):.1f}" r="4" {paint}>'
                         f'<title>{escape(p["label"])}: perplexity {p["x"]:.2f}, pass rate {p["y"]:.1f}%</title></circle>')
     return _svg(title, body)
 

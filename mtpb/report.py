@@ -146,17 +146,21 @@ def _perplexity(cmp: Comparison, colors: dict) -> dict | None:
     corr = perplexity_correlations(points)
     num = lambda v, d=2: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"  # noqa: E731
     rows = [{**rec, "model_text": short_model(rec["model"]), "color": colors[rec["run"]],
+             "params_text": fmt_params(rec["parameters"]),
              "text": {k: num(rec[k]) for k in ("single", "multi", "difference")}}
             for rec in table.to_dict("records")]
     corr_rows = [{**rec, "text": {k: num(rec[k]) for k in ("pearson", "spearman")}} for rec in corr.to_dict("records")]
     scatter = None
     if not points.empty:
+        # colour: the run; filled: multi-turn, hollow: single-turn
         dots = [{"label": f"{r['run']} {r['mode']}, problem {r['problem_id']}", "x": r["perplexity"],
-                 "y": r["pass_rate"], "color": mode_color(r["mode"])} for r in points.to_dict("records")]
-        modes = list(dict.fromkeys(points["mode"]))
+                 "y": r["pass_rate"], "color": colors[r["run"]], "hollow": r["mode"] != "multi"}
+                for r in points.to_dict("records")]
+        runs = list(dict.fromkeys(points["run"]))
         scatter = {"svg": Markup(scatter_chart("Pass rate against prompt perplexity, per problem", dots,
                                                "prompt perplexity (log scale)")),
-                   "legend": legend([(m, mode_color(m)) for m in modes])}
+                   "legend": legend([(r, colors[r]) for r in runs]),
+                   "note": "Filled dots: multi-turn perplexity; hollow: single-turn."}
     return {"rows": rows, "correlations": corr_rows, "scatter": scatter}
 
 
