@@ -124,10 +124,14 @@ def line_chart(title: str, xs: list[int], series: list[tuple[str, str, dict]], x
     """Lines over integer x values (pass@k against k): series are (label, colour, {x: y in %})."""
     body, y = _y_axis()
     lo, hi = min(xs), max(xs)
-    span = max(hi - lo, 1)
+    if hi == lo:   # one k (n = 1): the point in the middle, not on the axis
+        lo, hi = lo - 1, hi + 1
+    span = hi - lo
     x = lambda v: PAD_L + 16 + (W - PAD_L - PAD_R - 32) * (v - lo) / span  # noqa: E731
     step = max(1, round(span / 10))
-    for v in range(lo, hi + 1, step):
+    for v in range(max(lo, min(xs)), hi + 1, step):
+        if v > max(xs):
+            break
         body.append(f'<text class="tick" x="{x(v):.1f}" y="{H - PAD_B + 16}" text-anchor="middle">{v}</text>')
     body.append(f'<text class="tick" x="{(W + PAD_L) / 2}" y="{H - 8}" text-anchor="middle">{escape(x_label)}</text>')
     for label, color, values in series:
