@@ -1,4 +1,6 @@
-"""Batched generation over the static KV cache: less work than re-running a model from scratch.
+"""The torch engine: batched generation over the static KV cache, less work than re-running a
+model from scratch. The loop (batching.Generator) is shared with the JAX runtime; this file is its
+torch array work:
 
 - prefill only what no cache row holds yet (prefix reuse across turns and across samples), in
   right-padded groups whose padding writes go to a sink position, logits at the last position only;
@@ -10,70 +12,19 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Hashable
-
 import torch
 
-from mtpb.engine.cache import KVPool, Placement, additive_mask, place
+from mtpb.engine.batching import Generator, _Live
+from mtpb.engine.cache import KVPool, additive_mask
 from mtpb.engine.graphs import StaticDecode
 from mtpb.engine.layout import for_inference
 from mtpb.engine.model import CodeGen
-from mtpb.engine.sampling import UniformStream, sample_next
+from mtpb.engine.requests import Completion, EngineStats, GenerationRequest  # noqa: F401  (re-exported)
+from mtpb.engine.sampling import sample_next
 from mtpb.engine.tokenizer import Tokenizer
 
 
-@dataclass(frozen=True)
-class GenerationRequest:
-    prompt: str
-    max_new_tokens: int
-    seed: int = 0
-    temperature: float = 0.0          # 0 = greedy
-    top_p: float = 1.0
-    key: Hashable | None = None       # the sequence's identity across calls, for reusing its cache row
-    ignore_eos: bool = False          # run to max_new_tokens whatever comes (benchmarks)
-    prompt_ids: tuple[int, ...] | None = None   # the prompt already tokenised (by a caller's own thread)
-    # called after each new token with the tokens so far and the finish reason ("" while it goes on);
-    # True ends the sequence at once (finish "cancelled"). A server streams through it, answers a
-    # finished sequence before the rest of its batch, and drops work for clients that went away.
-    on_token: Callable[[list[int], str], bool] | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    token_ids: tuple[int, ...]
-    prompt_tokens: int
-    reused_tokens: int                # prompt tokens whose keys/values came from the cache
-    finish: str                       # eos | length | stop | cancelled (on_token said so)
-
-
-@dataclass
-class EngineStats:
-    prompt_tokens: int = 0
-    reused_tokens: int = 0
-    generated_tokens: int = 0
-    decode_steps: int = 0
-    calls: int = 0
-
-
-@dataclass
-class _Live:
-    """One sequence while it is generated."""
-    index: int                        # position in the caller's request list
-    prompt: list[int]
-    request: GenerationRequest
-    uniforms: UniformStream
-    reused: int = 0
-    out: list[int] = field(default_factory=list)
-    finish: str = ""
-
-    @property
-    def fed(self) -> int:             # tokens whose keys/values are in the cache
-        return len(self.prompt) + max(len(self.out) - 1, 0)
-
-
-class Engine:
+class Engine(Generator):
     def __init__(self, model: CodeGen, tokenizer: Tokenizer, max_batch: int = 16,
                  max_length: int | None = None, prefill_tokens: int | None = None, top_k: int = 50,
                  decode: str = "auto", pack: bool = True):
@@ -82,16 +33,13 @@ class Engine:
         max_batch rows, fp32 on CPU only, one more copy of the weight matrices).
         decode: "graphs" (CUDA graphs, the default on cuda), "eager" (the default elsewhere), or
         "static" (the graphs' static-buffer step run eagerly: for tests)."""
-        self.model, self.tokenizer = model, tokenizer
+        self.model = model
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
-        self.max_batch = max_batch
-        self.max_length = min(max_length or model.cfg.n_positions, model.cfg.n_positions)
-        self.prefill_tokens = prefill_tokens or (8192 if self.device.type == "cuda" else 2048)
+        length = min(max_length or model.cfg.n_positions, model.cfg.n_positions)
         self.top_k = top_k
-        self.pool = KVPool(model.cfg, max_batch, self.max_length, self.device, self.dtype)
-        self.stats = EngineStats()
-        self._tick = 0
+        self.setup(tokenizer, KVPool(model.cfg, max_batch, length, self.device, self.dtype), max_batch, length,
+                   prefill_tokens or (8192 if self.device.type == "cuda" else 2048))
         if decode == "auto":
             decode = "graphs" if self.device.type == "cuda" else "eager"
         if decode not in ("graphs", "eager", "static"):
@@ -104,79 +52,6 @@ class Engine:
         return {"parameters": sum(p.numel() for p in self.model.parameters()),
                 "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device),
                 "batch_size": self.max_batch, "max_length": self.max_length, "top_k": self.top_k}
-
-    @torch.inference_mode()
-    def generate(self, requests: list[GenerationRequest],
-                 is_finished: Callable[[str], bool] | None = None) -> list[Completion]:
-        results: list[Completion | None] = [None] * len(requests)
-        todo = []
-        for i, req in enumerate(requests):
-            if req.max_new_tokens > 0:
-                todo.append(i)
-            else:
-                results[i] = Completion("", (), 0, 0, "length")
-        for lo in range(0, len(todo), self.max_batch):
-            chunk = todo[lo:lo + self.max_batch]
-            for i, done in zip(chunk, self._generate([requests[i] for i in chunk], is_finished)):
-                results[i] = done
-        return results  # type: ignore[return-value]
-
-    def _generate(self, requests: list[GenerationRequest], is_finished) -> list[Completion]:
-        self._tick += 1
-        self.stats.calls += 1
-        live = []
-        missing = [r.prompt for r in requests if r.prompt_ids is None]
-        encoded = iter(self.tokenizer.encode_batch(missing) if missing else [])
-        for i, req in enumerate(requests):
-            ids = list(req.prompt_ids) if req.prompt_ids is not None else next(encoded)
-            budget = max(self.max_length - req.max_new_tokens, 1)
-            ids = ids[-budget:] if ids else [self.tokenizer.eos_id]   # keep the most recent context
-            live.append(_Live(i, ids, req, UniformStream(req.seed)))
-        need = max(len(s.prompt) + s.request.max_new_tokens for s in live)
-        self.pool.ensure(len(live), need)
-        plan = place(self.pool, [s.prompt for s in live], [s.request.key for s in live], self._tick)
-        rows = [live[i] for i in plan.order]          # rows[r] is the sequence in cache row r
-        for s in live:
-            s.reused = plan.start[s.index]
-        logits = self._prefill(rows, plan)
-        self._sample(rows, logits)
-        for s in rows:
-            self._check(s, is_finished)
-        self._decode(rows, is_finished)
-        for s in live:
-            self.stats.prompt_tokens += len(s.prompt)
-            self.stats.reused_tokens += s.reused
-            self.stats.generated_tokens += len(s.out)
-        return [Completion(self.tokenizer.decode(s.out), tuple(s.out), len(s.prompt), s.reused, s.finish)
-                for s in live]
-
-    # ---- prefill -------------------------------------------------------------------------------
-    def _prefill(self, rows: list[_Live], plan: Placement) -> torch.Tensor:
-        """Logits (N, V) at each prompt's last position; leaders first, then followers."""
-        n_lead = plan.n_leaders
-        logits = [self._prefill_rows(rows, 0, n_lead, [plan.start[s.index] for s in rows[:n_lead]])]
-        if n_lead < len(rows):
-            row_of = {s.index: r for r, s in enumerate(rows)}
-            followers = rows[n_lead:]
-            src = {n_lead + j: row_of[plan.leader[s.index]] for j, s in enumerate(followers)}
-            n_pos = max(plan.start[s.index] for s in followers)
-            self.pool.move(src, n_pos)                  # followers take their leader's row ...
-            for j, s in enumerate(followers):           # ... but keep their own key, and only the shared prefix
-                self.pool.serve(n_lead + j, s.request.key, self._tick, plan.start[s.index])
-            logits.append(self._prefill_rows(rows, n_lead, len(rows), [plan.start[s.index] for s in followers]))
-        return torch.cat(logits)
-
-    def _prefill_rows(self, rows: list[_Live], lo: int, hi: int, starts: list[int]) -> torch.Tensor:
-        out = []
-        a = lo
-        while a < hi:   # contiguous groups within the token budget (rows are sorted longest first)
-            width = len(rows[a].prompt) - starts[a - lo]
-            b = a + 1
-            while b < hi and (b - a + 1) * width <= self.prefill_tokens:
-                b += 1
-            out.append(self._prefill_group(rows[a:b], a, starts[a - lo:b - lo]))
-            a = b
-        return torch.cat(out) if out else torch.empty(0, self.model.cfg.vocab_size, device=self.device)
 
     def _prefill_group(self, group: list[_Live], lo: int, starts: list[int]) -> torch.Tensor:
         dev = self.device
@@ -199,31 +74,18 @@ class Engine:
             self.pool.extend(lo + r, chunk)
         return logits
 
-    # ---- decode --------------------------------------------------------------------------------
-    def _decode(self, rows: list[_Live], is_finished) -> None:
-        rows[:] = self._compact(rows)
-        changed = True
-        while True:
-            n = sum(1 for s in rows if not s.finish)       # live rows come first
-            if n == 0:
-                return
-            live = rows[:n]
-            tokens, positions = [s.out[-1] for s in live], [s.fed for s in live]
-            if self.static is not None:
-                logits, greedy = self.static.step(tokens, positions, changed)        # (n, V), (n,)
-            else:
-                logits, greedy = self._eager_step(tokens, positions)
-            self.stats.decode_steps += 1
-            for r, s in enumerate(live):
-                self.pool.extend(r, s.out[-1:])
-            chosen = self._choose(live, logits, greedy)
-            if self.static is not None and chosen is not greedy:
-                self.static.feed(chosen)
-            for s, t in zip(live, chosen.tolist()):
-                s.out.append(t)
-                self._check(s, is_finished)
-            changed = any(s.finish for s in live)
-            rows[:] = self._compact(rows)
+    @torch.inference_mode()
+    def generate(self, requests: list[GenerationRequest], is_finished=None) -> list[Completion]:
+        return super().generate(requests, is_finished)
+
+    def _decode_step(self, tokens: list[int], positions: list[int], changed: bool):
+        if self.static is not None:
+            return self.static.step(tokens, positions, changed)                            # (n, V), (n,)
+        return self._eager_step(tokens, positions)
+
+    def _chosen(self, chosen: torch.Tensor, greedy: torch.Tensor) -> None:
+        if self.static is not None and chosen is not greedy:
+            self.static.feed(chosen)
 
     def _eager_step(self, tokens: list[int], positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         dev = self.device
@@ -239,7 +101,7 @@ class Engine:
     def _choose(self, rows: list[_Live], logits: torch.Tensor, greedy: torch.Tensor) -> torch.Tensor:
         """The next token per row: the argmax when every row is greedy, else sampled on the device."""
         if all(s.request.temperature <= 0 for s in rows):
-            return greedy
+            return greedy if greedy is not None else logits.argmax(dim=-1)
         dev = self.device
         temp = torch.tensor([s.request.temperature for s in rows], device=dev, dtype=torch.float32)
         top_p = torch.tensor([s.request.top_p for s in rows], device=dev, dtype=torch.float32)
@@ -247,34 +109,8 @@ class Engine:
                          device=dev, dtype=torch.float32)
         return sample_next(logits, temp, top_p, u, self.top_k)
 
-    def _sample(self, rows: list[_Live], logits: torch.Tensor) -> None:
-        for s, t in zip(rows, self._choose(rows, logits, logits.argmax(dim=-1)).tolist()):
-            s.out.append(t)
+    def _concat(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts)
 
-    def _check(self, s: _Live, is_finished) -> None:
-        if s.out[-1] == self.tokenizer.eos_id and not s.request.ignore_eos:
-            s.finish = "eos"
-        elif len(s.out) >= s.request.max_new_tokens or s.fed + 1 >= self.max_length:
-            s.finish = "length"
-        elif is_finished is not None and is_finished(self.tokenizer.decode(s.out)):
-            s.finish = "stop"
-        if s.request.on_token is not None and s.request.on_token(s.out, s.finish) and not s.finish:
-            s.finish = "cancelled"
-
-    def _compact(self, rows: list[_Live]) -> list[_Live]:
-        """Live rows first, so decode runs on rows [0, live): each finished row among the live ones
-        trades places with the last live row (two row copies, not a shift of everything after it)."""
-        order = list(range(len(rows)))
-        i, j = 0, len(rows) - 1
-        while True:
-            while i < j and not rows[order[i]].finish:
-                i += 1
-            while i < j and rows[order[j]].finish:
-                j -= 1
-            if i >= j:
-                break
-            order[i], order[j] = order[j], order[i]
-        if order == list(range(len(rows))):
-            return rows
-        self.pool.move({new: old for new, old in enumerate(order)}, max(s.fed for s in rows))
-        return [rows[r] for r in order]
+    def _tolist(self, tokens: torch.Tensor) -> list[int]:
+        return tokens.tolist()

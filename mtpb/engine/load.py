@@ -11,31 +11,19 @@ syntax: the codegen backend says them as `-B option=value`, `mtpb serve` as `--o
 """
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import torch
 
+from mtpb.engine.checkpoint import (IGNORED, EngineError, integer_option, load_config,  # noqa: F401  (re-exported)
+                                    resolve_folder, weight_files)
 from mtpb.engine.generate import Engine
 from mtpb.engine.layout import lay_out_for_fusion
-from mtpb.engine.model import CodeGen, CodeGenConfig, qkv_from_hf
+from mtpb.engine.model import CodeGen, qkv_from_hf
 from mtpb.engine.tokenizer import Tokenizer
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-# Buffers some checkpoints carry (the stored causal masks, old rotary tables): not parameters.
-IGNORED = re.compile(r"(attn\.(causal_mask|masked_bias|bias)|embed_positions|rotary_emb\..*)$")
-
-
-class EngineError(ValueError):
-    """A bad option or a checkpoint that cannot be loaded. The message says what is wrong in plain
-    words; `option` and `value` name the option at fault (None when it is the checkpoint), for the
-    caller to phrase in its own syntax."""
-
-    def __init__(self, message: str, option: str | None = None, value=None):
-        super().__init__(message)
-        self.option, self.value = option, value
 
 
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:
@@ -67,38 +55,6 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     return parse_dtype(dtype)
 
 
-def resolve_folder(model: str | Path) -> Path:
-    """A local checkpoint folder, or a Hugging Face hub id downloaded with huggingface_hub."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists() or str(model).count("/") != 1 or str(model).startswith((".", "/", "~")):
-        raise FileNotFoundError(f"{model}: no such checkpoint folder")
-    try:
-        from huggingface_hub import list_repo_files, snapshot_download
-    except ImportError:
-        raise FileNotFoundError(f"{model}: not a folder, and huggingface_hub is not installed to "
-                                f"download it from the hub (pip install huggingface_hub)") from None
-    try:
-        files = list_repo_files(str(model))
-        weights = "*.safetensors*" if any(f.endswith(".safetensors") for f in files) else "*.bin*"
-        return Path(snapshot_download(str(model), allow_patterns=["*.json", "*.txt", weights]))
-    except Exception as e:   # offline, gated, misspelt: one clear line for the user
-        raise FileNotFoundError(f"{model}: not a local folder and the hub download failed: {e}") from e
-
-
-def weight_files(folder: Path) -> list[Path]:
-    """Shards in index order; safetensors preferred over pytorch_model.bin when both exist."""
-    for index, single in (("model.safetensors.index.json", "model.safetensors"),
-                          ("pytorch_model.bin.index.json", "pytorch_model.bin")):
-        if (folder / index).is_file():
-            weight_map = json.loads((folder / index).read_text())["weight_map"]
-            return [folder / f for f in dict.fromkeys(weight_map.values())]
-        if (folder / single).is_file():
-            return [folder / single]
-    raise FileNotFoundError(f"{folder}: no model.safetensors or pytorch_model.bin (sharded or not)")
-
-
 def iter_tensors(path: Path):
     """(name, tensor) pairs of one shard, one tensor materialised at a time."""
     try:
@@ -121,22 +77,6 @@ def _read_tensors(path: Path):
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         for name in list(state):
             yield name, state.pop(name)
-
-
-def load_config(folder: Path) -> CodeGenConfig:
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{folder}: no config.json")
-    try:
-        config = json.loads(config_file.read_bytes())
-    except ValueError as e:
-        raise ValueError(f"{config_file}: not valid JSON ({e}): restore the checkpoint's config.json") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_file}: not a JSON object: restore the checkpoint's config.json")
-    try:
-        return CodeGenConfig.from_dict(config)
-    except (TypeError, ValueError) as e:   # another architecture, or shapes that do not fit together
-        raise ValueError(f"{config_file}: {e}") from None
 
 
 def load_model(model: str | Path, device: str | torch.device = "cpu",
@@ -187,9 +127,9 @@ def load_engine(checkpoint: str | Path, device: str | None = None, dtype: str | 
     Raises EngineError."""
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    rows = _integer("batch_size", batch_size, 1)
-    length = _integer("max_length", max_length, 2) if max_length is not None else None
-    k = _integer("top_k", top_k, 0)
+    rows = integer_option("batch_size", batch_size, 1)
+    length = integer_option("max_length", max_length, 2) if max_length is not None else None
+    k = integer_option("top_k", top_k, 0)
     if decode not in (None, "graphs", "eager"):
         raise EngineError("use graphs (CUDA only) or eager", "decode", decode)
     if decode == "graphs" and dev.type != "cuda":
@@ -199,13 +139,3 @@ def load_engine(checkpoint: str | Path, device: str | None = None, dtype: str | 
     except (FileNotFoundError, ValueError, OSError) as e:
         raise EngineError(f"cannot load {checkpoint}: {e}") from e
     return Engine(net, tokenizer, max_batch=rows, max_length=length, top_k=k, decode=decode or "auto")
-
-
-def _integer(option: str, value: int | str, low: int) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise EngineError("expected an integer", option, value) from None
-    if number < low:
-        raise EngineError(f"must be at least {low}", option, value)
-    return number

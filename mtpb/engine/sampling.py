@@ -8,18 +8,9 @@ transformers' multinomial draws from (the streams differ, so only greedy output 
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-
-class UniformStream:
-    """Per-request uniforms in [0, 1): the n-th token of a request always uses the n-th draw."""
-
-    def __init__(self, seed: int):
-        self.rng = np.random.default_rng(seed & 0xFFFFFFFFFFFFFFFF)
-
-    def next(self) -> float:
-        return float(self.rng.random())
+from mtpb.engine.requests import UniformStream  # noqa: F401  (re-exported)
 
 
 def sample_next(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
