@@ -519,7 +519,7 @@ class Server:
 
 
 def engine_runner(engine):
-    from mtpb.engine.generate import GenerationRequest
+    from mtpb.engine.requests import GenerationRequest
 
     def run(jobs: list[Job], is_finished):
         # key=None: the engine's cache still finds shared prefixes (turns of one conversation) by content
@@ -533,13 +533,14 @@ def engine_runner(engine):
 def start_server(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, device: str | None = None,
                  dtype: str | None = None, batch_size: int = 16, max_length: int | None = None, top_k: int = 50,
                  served_model_name: str | None = None, api_key: str | None = None,
-                 decode: str | None = None, limits: Limits = Limits()) -> Server:
+                 decode: str | None = None, limits: Limits = Limits(), runtime: str | None = None,
+                 mesh: str | None = None) -> Server:
     """Load the model, bind the address; call serve_forever() or start() on the result.
     A bad option or checkpoint raises mtpb.engine.load.EngineError."""
-    from mtpb.engine.load import load_engine   # torch is imported here, not when the CLI starts
+    from mtpb.engine.runtime import load_engine   # torch or jax is imported here, not when the CLI starts
     checkpoint = str(model or tiny_checkpoint())
-    engine = load_engine(checkpoint, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
-                         top_k=top_k, decode=decode)
+    engine = load_engine(checkpoint, runtime, mesh, device=device, dtype=dtype, batch_size=batch_size,
+                         max_length=max_length, top_k=top_k, decode=decode)
     info = {"model": checkpoint, **engine.describe()}
     name = served_model_name or model or Path(checkpoint).name
     batcher = Batcher(engine_runner(engine), max_batch=batch_size, decode=engine.tokenizer.decode)
@@ -556,7 +557,7 @@ def start_server(model: str | None = None, host: str = "127.0.0.1", port: int = 
 @click.option("--model", default=None, help="CodeGen checkpoint folder or hub id (default: the bundled tiny one).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available); runtime jax: cpu, gpu or tpu.")
 @click.option("--dtype", default=None, type=click.Choice(["fp32", "fp16", "bf16"]),
               help="Default: fp16 on cuda, fp32 on cpu.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1),
@@ -565,6 +566,10 @@ def start_server(model: str | None = None, host: str = "127.0.0.1", port: int = 
 @click.option("--top-k", default=50, show_default=True, type=click.IntRange(0), help="Top-k when sampling (0: off).")
 @click.option("--decode", default=None, type=click.Choice(["graphs", "eager"]),
               help="Decode step: CUDA graphs (default on cuda) or eager (default elsewhere).")
+@click.option("--runtime", default="torch", show_default=True, type=click.Choice(["torch", "jax"]),
+              help="The engine's framework: torch (CPU, CUDA) or jax (TPU, GPU, CPU; pip install 'mtpb[jax]').")
+@click.option("--mesh", default=None, help="runtime jax: DATAxMODEL devices, e.g. 1x8 tensor-parallel "
+              "(default: from the devices present).")
 @click.option("--served-model-name", default=None, help="The model id clients send (default: the --model value).")
 @click.option("--api-key", default=None, envvar="MTPB_SERVE_API_KEY",
               help="Require 'Authorization: Bearer KEY' (default: no key; also $MTPB_SERVE_API_KEY).")
@@ -576,15 +581,15 @@ def start_server(model: str | None = None, host: str = "127.0.0.1", port: int = 
               help="Most open connections (one thread each); more get 503.")
 @click.option("--request-timeout", default=Limits.request_timeout, show_default=True, type=click.FloatRange(0.1),
               help="Seconds a client has to send a whole request (idle keep-alive included).")
-def serve_command(model, host, port, device, dtype, batch_size, max_length, top_k, decode, served_model_name,
-                  api_key, max_sequences, max_request_tokens, max_connections, request_timeout):
+def serve_command(model, host, port, device, dtype, batch_size, max_length, top_k, decode, runtime, mesh,
+                  served_model_name, api_key, max_sequences, max_request_tokens, max_connections, request_timeout):
     """Serve a CodeGen checkpoint over an OpenAI-compatible API (completions, chat, responses)."""
-    from mtpb.engine.load import EngineError
+    from mtpb.engine.checkpoint import EngineError
     try:
         limits = Limits(max_sequences=max_sequences, max_request_tokens=max_request_tokens,
                         max_connections=max_connections, request_timeout=request_timeout)
         server = start_server(model, host, port, device, dtype, batch_size, max_length, top_k,
-                              served_model_name, api_key, decode, limits)
+                              served_model_name, api_key, decode, limits, runtime, mesh)
     except EngineError as e:
         raise click.ClickException(f"--{e.option.replace('_', '-')} {e.value}: {e}" if e.option else str(e)) from None
     except OSError as e:

@@ -31,7 +31,7 @@ CACHE_SPEC = P(None, "data", None, None, "model", None)   # (L, R, T, 2, H, D)
 
 
 def parse_mesh(spec: str | None, devices: list, cfg: CodeGenConfig, weight_bytes: int) -> Mesh:
-    """The mesh `spec` (DATAxMODEL) over `devices`, or by default: the fewest model shards that
+    """The mesh `spec` (DATAxMODEL) over the first DATA x MODEL `devices`, or by default (all of them): the fewest model shards that
     leave each device at least half its memory for the cache, the rest data-parallel."""
     n = len(devices)
     if spec is None:
@@ -41,12 +41,12 @@ def parse_mesh(spec: str | None, devices: list, cfg: CodeGenConfig, weight_bytes
             data, model = (int(x) for x in str(spec).lower().split("x"))
         except ValueError:
             raise EngineError("write the mesh as DATAxMODEL, e.g. 1x8, 8x1 or 2x4", "mesh", spec) from None
-        if data < 1 or model < 1 or data * model != n:
-            raise EngineError(f"DATAxMODEL must multiply to the {n} devices present", "mesh", spec)
+        if data < 1 or model < 1 or data * model > n:
+            raise EngineError(f"DATAxMODEL must multiply to at most the {n} devices present", "mesh", spec)
     if cfg.n_head % model or cfg.inner_dim % model:
         raise EngineError(f"the model axis ({model}) must divide the {cfg.n_head} heads and "
                           f"{cfg.inner_dim} inner units", "mesh", spec or f"{data}x{model}")
-    return Mesh(np.asarray(devices).reshape(data, model), ("data", "model"))
+    return Mesh(np.asarray(devices[:data * model]).reshape(data, model), ("data", "model"))
 
 
 def default_model_shards(devices: list, cfg: CodeGenConfig, weight_bytes: int) -> int:
