@@ -28,8 +28,8 @@ def main(checkpoint: str, meshes: list[str]) -> None:
     for mesh in meshes:
         engine = load_engine(checkpoint, device="cpu", batch_size=8, mesh=mesh)
         ids = np.array([engine.tokenizer.encode(PROMPTS[0] + PROMPTS[1])])
-        first = engine.generate([GenerationRequest(p, 16, key=i) for i, p in enumerate(PROMPTS)])
-        second = engine.generate([GenerationRequest(p + c.text + "\n# next\n", 16, key=i)
+        first = engine.generate([GenerationRequest(p, 8, key=i) for i, p in enumerate(PROMPTS)])
+        second = engine.generate([GenerationRequest(p + c.text + "\n# next\n", 8, key=i)
                                   for i, (p, c) in enumerate(zip(PROMPTS, first))])
         out[mesh] = {"logits": np.asarray(logits(engine.params, engine.cfg, ids)).ravel().tolist(),
                      "turns": [[list(c.token_ids) for c in first], [list(c.token_ids) for c in second]],

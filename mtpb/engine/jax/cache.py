@@ -1,6 +1,8 @@
 """The JAX runtime's KV cache: one array (L, R, T, 2, H, D) on the mesh (rows over `data`, heads
-over `model`), with R fixed at the engine's batch size (rounded up to the data axis) so that every
-step sees the same row count. Which row holds what is rows.RowBook's, shared with torch.
+over `model`), allocated once at its full size, R = the engine's batch size (rounded up to the data
+axis) and T = max_length + 1, so that every step sees one cache shape (the torch runtime grows its
+cache instead; a new shape here would recompile every step). Which row holds what is
+rows.RowBook's, shared with torch.
 """
 from __future__ import annotations
 
@@ -21,17 +23,15 @@ class JaxKVPool(RowBook):
         # row r becomes row source[r], every position (those past what a row holds are never read)
         self._permute = jax.jit(lambda cache, source: cache[:, source], donate_argnums=0, out_shardings=sharding)
 
+    def ensure(self, rows: int, length: int) -> None:
+        super().ensure(rows, self.max_length)    # every position at once: one cache shape, no recompiling
+
     def _grow(self, rows: int, capacity: int) -> None:
-        if capacity == self.capacity and self.cache is not None:
-            return                               # rows are allocated once, at physical_rows
+        if self.cache is not None:
+            return                               # allocated once: physical_rows x max_length
         cfg = self.cfg
         shape = (cfg.n_layer, self.physical_rows, capacity + 1, 2, cfg.n_head, cfg.head_dim)
-        new = jax.jit(lambda: jnp.zeros(shape, self.dtype), out_shardings=self.sharding)()
-        if self.cache is not None and self.capacity:
-            old = self.capacity
-            new = jax.jit(lambda n, o: n.at[:, :, :old].set(o[:, :, :old]), donate_argnums=0,
-                          out_shardings=self.sharding)(new, self.cache)
-        self.cache = new
+        self.cache = jax.jit(lambda: jnp.zeros(shape, self.dtype), out_shardings=self.sharding)()
 
     def _copy_rows(self, moves: dict[int, int], n_pos: int) -> None:
         source = np.arange(self.physical_rows)

@@ -3,15 +3,15 @@
 Every forward pass, prefill or decode, is padded up to a shape bucket, so XLA compiles each bucket
 once and a long run stops compiling after its first calls:
     rows     a power of two, at least the data axis, at most the pool's rows
-    width    a power of two (prefill; decode is width 1)
-    keys     a multiple of KEY_STEP up to the cache's capacity (which grows in rows.GROW steps)
+    width    32 times a power of four (prefill; decode is width 1): few compilations, some padding
+    keys     KEY_STEP times a power of two, up to max_length (the cache holds max_length from the start)
 Padding rows and tokens write their keys and values to the cache's sink position, which no query
 reads, and their logits are dropped. Greedy decoding takes the argmax inside the step; sampling runs
 on the device (sampling.py) from the same per-request uniforms as the torch engine.
 """
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -33,11 +33,22 @@ def _step(params, cache, ids, pos, write, rows, last, *, cfg: CodeGenConfig, key
     return logits, jnp.argmax(logits, axis=-1), cache
 
 
-def bucket(n: int, low: int, high: int) -> int:
-    """The smallest low * 2^k >= n, at most high."""
+@lru_cache(maxsize=None)
+def compiled_steps(cfg: CodeGenConfig, mesh) -> tuple:
+    """The jitted prefill and decode steps and sampler for a model shape on a mesh, shared by every
+    engine of that shape (a second engine over the same model compiles nothing new). Prefill and
+    decode are two jitted functions over one step so that each keeps its own compilation cache."""
+    out = (replicated(mesh), replicated(mesh), cache_sharding(mesh))
+    prefill = jax.jit(partial(_step, cfg=cfg), static_argnames="key_len", donate_argnums=1, out_shardings=out)
+    decode = jax.jit(partial(_step, cfg=cfg), static_argnames="key_len", donate_argnums=1, out_shardings=out)
+    return prefill, decode, jax.jit(sample_next, static_argnames="top_k")
+
+
+def bucket(n: int, low: int, high: int, factor: int = 2) -> int:
+    """The smallest low * factor^k >= n, at most high."""
     b = low
     while b < n:
-        b *= 2
+        b *= factor
     return min(b, high)
 
 
@@ -52,12 +63,8 @@ class JaxEngine(Generator):
         length = min(max_length or cfg.n_positions, cfg.n_positions)
         pool = JaxKVPool(cfg, max_batch, physical, length, self.dtype, cache_sharding(mesh))
         self.setup(tokenizer, pool, max_batch, length, prefill_tokens or 2048)
-        out = (replicated(mesh), replicated(mesh), cache_sharding(mesh))
-        step = partial(_step, cfg=cfg)
-        # two jitted functions over one step, so each keeps its own compilation cache (tests count them)
-        self.prefill_fn = jax.jit(step, static_argnames="key_len", donate_argnums=1, out_shardings=out)
-        self.decode_fn = jax.jit(step, static_argnames="key_len", donate_argnums=1, out_shardings=out)
-        self.sample_fn = jax.jit(sample_next, static_argnames="top_k")
+        self.prefill_fn, self.decode_fn, self.sample_fn = compiled_steps(cfg, mesh)
+        self.buckets: dict[str, set] = {"prefill": set(), "decode": set()}   # shapes run, per step kind
 
     def describe(self) -> dict:
         devices = self.mesh.devices.ravel()
@@ -67,20 +74,21 @@ class JaxEngine(Generator):
                 "batch_size": self.max_batch, "max_length": self.max_length, "top_k": self.top_k}
 
     def _key_len(self, need: int) -> int:
-        return min(-(-need // KEY_STEP) * KEY_STEP, self.pool.capacity)
+        return bucket(need, KEY_STEP, self.pool.capacity)
 
-    def _run(self, fn, ids, pos, write, rows, last, need: int):
-        pool = self.pool
+    def _run(self, kind: str, ids, pos, write, rows, last, need: int):
+        pool, key_len = self.pool, self._key_len(need)
+        self.buckets[kind].add((ids.shape, key_len, pool.capacity))
+        fn = self.prefill_fn if kind == "prefill" else self.decode_fn
         pos = np.minimum(pos, self.cfg.n_positions - 1)   # padding may run past the rotary table
-        logits, greedy, pool.cache = fn(self.params, pool.cache, ids, pos, write, rows, last,
-                                        key_len=self._key_len(need))
+        logits, greedy, pool.cache = fn(self.params, pool.cache, ids, pos, write, rows, last, key_len=key_len)
         return logits, greedy
 
     def _prefill_group(self, group: list[_Live], lo: int, starts: list[int]):
         chunks = [s.prompt[st:] for s, st in zip(group, starts)]
         n = len(group)
         B = bucket(n, self.data, self.pool.physical_rows)
-        W = bucket(max(map(len, chunks)), 8, 1 << 30)
+        W = bucket(max(map(len, chunks)), 32, 1 << 30, factor=4)
         ids = np.zeros((B, W), np.int32)
         lengths = np.ones(B, np.int32)
         start = np.zeros(B, np.int32)
@@ -92,7 +100,7 @@ class JaxEngine(Generator):
         rows = np.full(B, lo, np.int32)          # padding rows read row lo and write only to the sink
         rows[:n] = np.arange(lo, lo + n)
         need = max(st + len(c) for st, c in zip(starts, chunks))
-        logits, _ = self._run(self.prefill_fn, ids, pos, write.astype(np.int32), rows, lengths - 1, need)
+        logits, _ = self._run("prefill", ids, pos, write.astype(np.int32), rows, lengths - 1, need)
         for r, chunk in enumerate(chunks):
             self.pool.extend(lo + r, chunk)
         return logits[:n]
@@ -104,7 +112,7 @@ class JaxEngine(Generator):
         pos = np.zeros((B, 1), np.int32)
         write = np.full((B, 1), self.pool.sink, np.int32)
         ids[:n, 0], pos[:n, 0], write[:n, 0] = tokens, positions, positions
-        logits, greedy = self._run(self.decode_fn, ids, pos, write, np.arange(B, dtype=np.int32),
+        logits, greedy = self._run("decode", ids, pos, write, np.arange(B, dtype=np.int32),
                                    np.zeros(B, np.int32), max(positions) + 1)
         return logits, np.asarray(greedy)[:n]      # logits stay padded: slicing would compile per n
 

@@ -113,6 +113,8 @@ def logits(params: dict, cfg: CodeGenConfig, ids) -> jax.Array:
     B, L = ids.shape
     pos = jnp.broadcast_to(jnp.arange(L), (B, L))
     cache = empty_cache(cfg, B, L, params["wte"].dtype)
-    run = jax.jit(forward, static_argnames=("cfg", "key_len"))
-    out, _ = run(params, cache, ids, pos, pos, jnp.arange(B), None, cfg=cfg, key_len=L)
+    out, _ = _forward(params, cache, ids, pos, pos, jnp.arange(B), None, cfg=cfg, key_len=L)
     return out
+
+
+_forward = jax.jit(forward, static_argnames=("cfg", "key_len"))
