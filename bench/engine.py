@@ -1,16 +1,25 @@
 """The bundled engine against the transformers baseline, side by side in one run.
 
-    python bench/engine.py workload [--model checkpoints/tiny-codegen] [--problems 8] [--n 1]
+    python bench/engine.py workload [--model checkpoints/tiny-codegen] [--problems 8] [--n 1] [--runtimes torch,jax]
     python bench/engine.py decode [--shape 350M] [--tokens 64] [--batches 1,16]
+    python bench/engine.py jax-decode [--shape 350M] [--tokens 128] [--batches 1,32] [--device tpu]
 
 workload: the multi-turn workload (the suite's problems x 5 tests x n samples, turn by turn as the
 runner does it: one generate call per turn index over a batch of items), greedy, with the same
 checkpoint through both backends. Checks the programs are identical and prints wall time, tokens/s
-and the ratio. On CPU a fixed subset (--problems, default 8) keeps it short.
+and the ratio. On CPU a fixed subset (--problems, default 8) keeps it short. --runtimes runs the
+engine's torch and/or JAX runtime (codegen -B runtime=...) in the same run, each against the same
+transformers baseline; the JAX runtime's first calls compile its steps, so its warm-up runs the
+first problem's items whole.
 
 decode: a random-init checkpoint of a CodeGen shape (saved by transformers' save_pretrained),
 a short prompt and a fixed number of new tokens (eos ignored) at batch 1 and 16: decode tokens/s,
 engine vs transformers, timed as generate(N tokens) minus generate(1 token) so prefill drops out.
+
+jax-decode: the JAX runtime alone (a TPU VM need not have torch): a random checkpoint of a shape
+written as safetensors with numpy, decode tokens/s at each batch, and next to it the memory-bandwidth
+bound: the bytes one decode step must read (the weights, plus the keys and values of every live
+sequence) over the device's measured copy bandwidth.
 """
 from __future__ import annotations
 
@@ -102,17 +111,27 @@ def workload(args) -> None:
 
 def _workload(args, items, options, params, device, dtype) -> None:
     from mtpb.backends.registry import create_backend
-    engine = create_backend("codegen", args.model, options)
-    tokenizer = engine.engine.tokenizer
     model = f"random-init {args.random_shape} shape" if args.random_shape else args.model
     print(f"workload: {len(items)} programs ({len({k[0] for k, _, _ in items})} problems x 5 tests x {args.n}), "
           f"greedy, batch {args.batch_size}, {device} {dtype}, model {model}")
-    run_workload(engine, items[:2], params, args.batch_size)                 # warm-up (and kernels)
-    engine.engine.stats.__init__()
-    ours, ours_s, kept = run_workload(engine, items, params, args.batch_size)
-    stats = engine.engine.stats
+    rows, results = [], {}
+    for runtime in args.runtimes.split(","):
+        extra = {"runtime": runtime}
+        if runtime == "jax":
+            extra["device"] = args.jax_device or device.split(":")[0].replace("cuda", "gpu")
+            extra.update({"mesh": args.mesh} if args.mesh else {})
+            extra.update({"dtype": args.jax_dtype} if args.jax_dtype else {})
+        engine = create_backend("codegen", args.model, {**options, **extra})
+        tokenizer = engine.engine.tokenizer
+        warm = [it for it in items if it[0][0] == items[0][0][0]] if runtime == "jax" else items[:2]
+        run_workload(engine, warm, params, args.batch_size)                  # warm-up (kernels, compilations)
+        engine.engine.stats.__init__()
+        ours, ours_s, kept = run_workload(engine, items, params, args.batch_size)
+        stats = engine.engine.stats
+        name = f"codegen {runtime} ({engine.describe()['device']})"
+        rows.append((name, ours_s, stats.generated_tokens, stats.prompt_tokens - stats.reused_tokens))
+        results[name] = (ours, ours_s)
     turns = sum(len(p) for _, p, _ in items)
-    rows = [("codegen (engine)", ours_s, stats.generated_tokens, stats.prompt_tokens - stats.reused_tokens)]
     theirs = None
     if not args.engine_only:
         baseline = create_backend("transformers", args.model, options)
@@ -125,16 +144,19 @@ def _workload(args, items, options, params, device, dtype) -> None:
     print(f"{'backend':26}{'wall s':>9}{'generated tok':>15}{'gen tok/s':>11}{'kept tok/s':>12}{'prefilled tok':>15}")
     for name, secs, gen, pre in rows:
         print(f"{name:26}{secs:9.2f}{gen:15d}{gen / secs:11.1f}{useful / secs:12.1f}{pre if pre is not None else '-':>15}")
-    if theirs is not None:
+    if theirs is None:
+        return
+    failed = False
+    for name, (ours, ours_s) in results.items():
         same = sum(a == b for a, b in zip(ours, theirs))
-        print(f"speed-up (transformers wall / engine wall): {theirs_s / ours_s:.2f}x")
-        print(f"greedy programs identical: {same}/{len(items)}")
+        print(f"{name}: speed-up (transformers wall / engine wall) {theirs_s / ours_s:.2f}x, "
+              f"greedy programs identical {same}/{len(items)}")
         if same != len(items) and not args.allow_mismatch:
-            for a, b in zip(ours, theirs):
-                if a != b:
-                    print("first difference:\n--- engine\n" + a + "\n--- transformers\n" + b)
-                    break
-            sys.exit(1)
+            a, b = next((a, b) for a, b in zip(ours, theirs) if a != b)
+            print("first difference:\n--- engine\n" + a + "\n--- transformers\n" + b)
+            failed = True
+    if failed:
+        sys.exit(1)
 
 
 def random_checkpoint(shape: str, folder: Path, dtype, device: str = "cpu") -> Path:
@@ -221,6 +243,101 @@ def decode(args) -> None:
                   f"transformers {100 * rates[1] / limit:.0f}%", flush=True)
 
 
+def random_safetensors(shape: str, folder: Path, dtype: str) -> Path:
+    """A CodeGen checkpoint of a shape with random weights (std 0.02), written with numpy alone in
+    transformers' tensor names and layout, and the tiny tokenizer beside it."""
+    import json
+
+    import ml_dtypes
+    import numpy as np
+    eos = 4057 if shape == "tiny" else 50256
+    d = dict(n_positions=2048, n_inner=None, **SHAPES[shape])
+    E, V, L = d["n_embd"], d["vocab_size"], d["n_layer"]
+    shapes = {"transformer.wte.weight": (V, E), "transformer.ln_f.weight": (E,), "transformer.ln_f.bias": (E,),
+              "lm_head.weight": (V, E), "lm_head.bias": (V,)}
+    for i in range(L):
+        h = f"transformer.h.{i}."
+        shapes.update({h + "ln_1.weight": (E,), h + "ln_1.bias": (E,), h + "attn.qkv_proj.weight": (3 * E, E),
+                       h + "attn.out_proj.weight": (E, E), h + "mlp.fc_in.weight": (4 * E, E),
+                       h + "mlp.fc_in.bias": (4 * E,), h + "mlp.fc_out.weight": (E, 4 * E), h + "mlp.fc_out.bias": (E,)})
+    np_dtype, tag = (ml_dtypes.bfloat16, "BF16") if dtype == "bf16" else (np.float32, "F32")
+    rng = np.random.default_rng(0)
+    header, offset = {}, 0
+    for name, s in shapes.items():
+        size = int(np.prod(s)) * np.dtype(np_dtype).itemsize
+        header[name] = {"dtype": tag, "shape": list(s), "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(folder / "model.safetensors", "wb") as f:
+        f.write(len(blob).to_bytes(8, "little") + blob)
+        for name, s in shapes.items():
+            w = np.ones(s, np.float32) if name.endswith("ln_1.weight") or name.endswith("ln_f.weight") else (
+                rng.standard_normal(s, dtype=np.float32) * 0.02)
+            f.write(w.astype(np_dtype).tobytes())
+    config = {"model_type": "codegen", "architectures": ["CodeGenForCausalLM"], "n_ctx": 2048,
+              "bos_token_id": eos, "eos_token_id": eos, "tie_word_embeddings": False, **d}
+    (folder / "config.json").write_text(json.dumps(config))
+    for f in TINY.iterdir():
+        if f.suffix in (".json", ".txt") and f.name not in ("config.json", "generation_config.json"):
+            shutil.copy(f, folder / f.name)
+    return folder
+
+
+def jax_decode(args) -> None:
+    import jax
+    import jax.numpy as jnp
+    from mtpb.engine.jax.load import load_engine
+    from mtpb.engine.requests import GenerationRequest
+    batches = [int(b) for b in args.batches.split(",")]
+    platform = args.device or jax.devices()[0].platform
+    dtype = args.dtype or ("bf16" if platform == "tpu" else "fp32")
+    prompt = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = random_safetensors(args.shape, Path(tmp), dtype)
+        engine = load_engine(folder, device=platform, dtype=dtype, batch_size=max(batches), mesh=args.mesh,
+                             max_length=1024)
+    info = engine.describe()
+    weight_bytes = sum(v.size * v.dtype.itemsize for k, v in engine.params.items() if k not in ("sin", "cos"))
+    n_dev = len(engine.mesh.devices.ravel())
+    bw = jax_copy_bandwidth(engine.mesh.devices.ravel()[0]) * n_dev
+    print(f"jax-decode: {args.shape} shape ({info['parameters'] / 1e6:.0f}M parameters, random init), "
+          f"{info['device']} mesh {info['mesh']} {info['dtype']}, {args.tokens} new tokens (eos ignored); "
+          f"copy bandwidth {bw / 1e12:.2f} TB/s over {n_dev} device(s)")
+    cfg = engine.cfg
+    kv_per_token = 2 * cfg.n_layer * cfg.n_embd * jnp.dtype(engine.dtype).itemsize
+
+    def timed(batch, n):
+        reqs = lambda tag: [GenerationRequest(prompt + tag, n, ignore_eos=True, key=(tag, i)) for i in range(batch)]  # noqa: E731
+        engine.generate(reqs("#"))             # warm-up: compiles this batch's buckets
+        t0 = time.perf_counter()
+        engine.generate(reqs(" "))
+        return time.perf_counter() - t0
+
+    print(f"{'batch':>5}{'decode tok/s':>14}{'bound tok/s':>13}{'of bound':>10}")
+    for batch in batches:
+        t = timed(batch, args.tokens) - timed(batch, 1)
+        rate = batch * (args.tokens - 1) / t
+        context = len(engine.tokenizer.encode(prompt)) + args.tokens / 2          # mean keys read per sequence
+        step_bytes = weight_bytes + batch * context * kv_per_token
+        bound = batch * bw / step_bytes
+        print(f"{batch:5d}{rate:14.1f}{bound:13.1f}{100 * rate / bound:9.0f}%", flush=True)
+
+
+def jax_copy_bandwidth(device) -> float:
+    """Bytes per second read + written by a large on-device copy (one device)."""
+    import jax
+    import jax.numpy as jnp
+    x = jax.device_put(jnp.zeros(256 * 2**20, jnp.float32), device)                 # 1 GiB
+    copy = jax.jit(lambda a: a + 1.0)
+    copy(x).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        y = copy(x)
+    y.block_until_ready()
+    return 10 * 2 * x.size * x.dtype.itemsize / (time.perf_counter() - t0)
+
+
 def copy_bandwidth(device: str) -> float:
     """Bytes per second read + written by a large device-to-device copy."""
     import torch
@@ -247,13 +364,22 @@ def main() -> None:
     w.add_argument("--engine-only", action="store_true")
     w.add_argument("--random-shape", choices=sorted(SHAPES), default=None,
                    help="instead of --model, a random-init checkpoint of this shape (speed only)")
+    w.add_argument("--runtimes", default="torch", help="engine runtimes to run, comma-separated: torch,jax")
+    w.add_argument("--jax-device", default=None, help="JAX platform for runtime jax (default: --device's)")
+    w.add_argument("--jax-dtype", default=None, help="dtype for runtime jax (default: --dtype's)")
+    w.add_argument("--mesh", default=None, help="runtime jax: DATAxMODEL")
     w.add_argument("--allow-mismatch", action="store_true",
                    help="report but do not fail on differing greedy programs (random weights in fp16 tie often)")
     d = sub.add_parser("decode", help="decode tokens/s on a random-init shape")
     d.add_argument("--shape", choices=sorted(SHAPES), default="350M")
     d.add_argument("--tokens", type=int, default=64)
     d.add_argument("--batches", default="1,16")
-    for p in (w, d):
+    j = sub.add_parser("jax-decode", help="decode tokens/s of the JAX runtime against the bandwidth bound")
+    j.add_argument("--shape", choices=sorted(SHAPES), default="350M")
+    j.add_argument("--tokens", type=int, default=128)
+    j.add_argument("--batches", default="1,32")
+    j.add_argument("--mesh", default=None)
+    for p in (w, d, j):
         p.add_argument("--device", default=None)
         p.add_argument("--dtype", default=None)
         p.add_argument("--threads", type=int, default=None)
@@ -261,7 +387,7 @@ def main() -> None:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    workload(args) if args.mode == "workload" else decode(args)
+    {"workload": workload, "decode": decode, "jax-decode": jax_decode}[args.mode](args)
 
 
 if __name__ == "__main__":
