@@ -46,6 +46,7 @@ def test_logits_equal_transformers_on_tiny(tiny):
     assert diff <= 1e-4
 
 
+@pytest.mark.slow
 def test_logits_equal_transformers_at_the_350M_shape(tmp_path):
     model = random_model(SHAPE_350M, seed=3)
     model.save_pretrained(tmp_path)
@@ -80,6 +81,7 @@ def test_bin_checkpoints_load_through_torch_and_without_it_say_how_to_convert(tm
         load_model(small_bin, "fp32")
 
 
+@pytest.mark.slow
 def test_greedy_programs_equal_transformers(tiny):
     """The multi-turn loop of test_engine_backends (which holds the torch engine to the same
     programs); the torch engine itself is compared turn by turn in the next test."""
@@ -120,6 +122,7 @@ def test_sampled_tokens_follow_the_torch_engines_distribution(tiny):
     assert again == ours                           # seeds, not batch composition, decide
 
 
+@pytest.mark.slow
 def test_twenty_problems_compile_decode_once_per_shape_bucket(tiny):
     bench = load_bench()
     run_workload, workload_items = bench.run_workload, bench.workload_items
@@ -146,6 +149,7 @@ def test_twenty_problems_compile_decode_once_per_shape_bucket(tiny):
     assert len(compiled) <= len(decode_buckets) + len(engine.buckets["prefill"]) + 12   # + sampling, moves, slices
 
 
+@pytest.mark.slow
 def test_sharded_equals_unsharded_on_8_virtual_devices(tiny):
     meshes = ["1x1", "1x8", "8x1", "2x4"]
     out = subprocess.run([sys.executable, str(ROOT / "tests" / "engine" / "jax_mesh.py"), str(tiny), *meshes],
