@@ -81,7 +81,7 @@ def run_cli(*args, cwd=None):
 
 def test_cli_writes_resumes_and_refuses_other_settings(tmp_path):
     run = tmp_path / "run"
-    assert run_cli("run", "--backend", "codegen", "--ids", "1-2", "--max-gen-length", "8", "--sandbox", "process",
+    assert run_cli("run", "--backend", "codegen", "--ids", "1-2", "--max-gen-length", "4", "--sandbox", "process",
                    "--out", str(run)).returncode == 0
     done = run_cli("perplexity", str(run), "--batch-size", "4")
     assert done.returncode == 0, done.stderr
