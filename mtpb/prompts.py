@@ -12,6 +12,9 @@ chat   (chat models behind an API): each prompt is a user message, each reply an
     the code of the reply's fenced blocks (extract_code) is the turn's code. The program is PREFIX,
     then per turn code + "\\n\\n": the prompts were messages, not comments, so it holds none.
     The reference solution is offered in a ```python fence, as a chat model would answer.
+complete (problems of the check kind, HumanEval's protocol as in the Codex and CodeGen papers): the
+    prompt as-is is the context, no prefix; the completion is cut at the first Codex stop sequence
+    (CODEX_STOPS) or <|endoftext|>. The executed program is built from it by mtpb.humaneval.program.
 """
 from __future__ import annotations
 
@@ -25,6 +28,14 @@ TOP_DEF = re.compile(r"^def", re.MULTILINE)
 # Plain stop strings for servers that only take literals (the openai backend); truncate() still
 # applies the full rules to what comes back.
 STOP_STRINGS = ("\n#", "<|endoftext|>", "\n'''", '\n"""', "\n\n\n")
+EOS = "<|endoftext|>"
+# The Codex paper's stop sequences for HumanEval (also the CodeGen paper's): mode `complete`.
+CODEX_STOPS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+
+
+def stop_strings(mode: str) -> tuple[str, ...]:
+    """The literal stop strings of a mode, for servers that take only literals."""
+    return (*CODEX_STOPS, EOS) if mode == "complete" else STOP_STRINGS
 
 
 def wrap_prompt(prompt: str) -> str:
@@ -32,7 +43,11 @@ def wrap_prompt(prompt: str) -> str:
 
 
 def truncate(completion: str, mode: str = "multi") -> str:
-    """The original sampler's truncate(): second top-level print/def cut first, then the terminals."""
+    """The original sampler's truncate(): second top-level print/def cut first, then the terminals.
+    Mode `complete`: the text before the first Codex stop sequence or eos."""
+    if mode == "complete":
+        cuts = [i for i in (completion.find(s) for s in (*CODEX_STOPS, EOS)) if i >= 0]
+        return completion[:min(cuts)] if cuts else completion
     if mode == "multi":
         prints = list(TOP_PRINT.finditer(completion))
         if len(prints) > 1:
@@ -65,10 +80,15 @@ class Mode:
     name: str
     one_turn: bool = False   # single: the whole intent is one prompt
     chat: bool = False       # chat: prompts go as messages, code comes back in a fence
+    as_is: bool = False      # complete: the prompt is the whole context, with no prefix and no comment
+
+    @property
+    def prefix(self) -> str:
+        return "" if self.as_is else PREFIX
 
     def comment(self, prompt: str) -> str:
         """The prompt as it stands in the text context; a chat model gets it as a message instead."""
-        return "" if self.chat else wrap_prompt(prompt)
+        return "" if self.chat else prompt if self.as_is else wrap_prompt(prompt)
 
     def code(self, raw: str) -> str:
         """The part of a reply the program keeps."""
@@ -80,11 +100,12 @@ class Mode:
 
 
 MULTI, SINGLE, CHAT = Mode("multi"), Mode("single", one_turn=True), Mode("chat", chat=True)
-MODES = (MULTI.name, SINGLE.name, CHAT.name)
+COMPLETE = Mode("complete", as_is=True)
+MODES = (MULTI.name, SINGLE.name, CHAT.name, COMPLETE.name)
 
 
 def mode_named(name: str) -> Mode:
-    for mode in (MULTI, SINGLE, CHAT):
+    for mode in (MULTI, SINGLE, CHAT, COMPLETE):
         if mode.name == name:
             return mode
     raise ValueError(f"unknown mode {name!r}: one of {', '.join(MODES)}")
@@ -105,7 +126,7 @@ class Conversation:
             prompts = [" ".join(prompts)]
             solutions = None if solutions is None else ["\n".join(solutions)]
         self.prompts, self.solutions, self.max_tokens = list(prompts), solutions, max_gen_length
-        self.program = PREFIX                   # the history so far: after the last turn, the program
+        self.program = self.mode.prefix         # the history so far: after the last turn, the program
         self.turns: list[dict] = []             # {prompt, raw, completion} per turn answered
         self._messages: list[dict] = []         # chat mode: the user and assistant messages so far
 

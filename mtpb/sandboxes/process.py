@@ -72,16 +72,20 @@ def sandbox_interpreter() -> Interpreter:
         f"that {who} can read")
 
 
+EXECUTOR_MODULES = ("executor_value", "executor_check")  # what executor.py imports from beside it
+
+
 def executor_code() -> str:
-    """The executor and its reducer as one `python -c` text (well under Linux's 128 KiB per argument)."""
+    """The executor and its modules as one `python -c` text (well under Linux's 128 KiB per argument)."""
     folder = executor_dir()
-    reducer = (folder / "executor_value.py").read_text(encoding="utf-8")
+    code = "import sys, types\n"
+    for name in EXECUTOR_MODULES:
+        text = (folder / f"{name}.py").read_text(encoding="utf-8")
+        code += (f"module = types.ModuleType({name!r})\n"
+                 f"exec(compile({text!r}, '/sandbox/{name}.py', 'exec'), module.__dict__)\n"
+                 f"sys.modules[{name!r}] = module\n")
     main = (folder / "executor.py").read_text(encoding="utf-8")
-    return ("import sys, types\n"
-            "reducer = types.ModuleType('executor_value')\n"
-            f"exec(compile({reducer!r}, '/sandbox/executor_value.py', 'exec'), reducer.__dict__)\n"
-            "sys.modules['executor_value'] = reducer\n"
-            "del sys, types, reducer\n"
+    return (code + "del sys, types, module\n"
             "__file__ = '/sandbox/executor.py'\n"
             f"exec(compile({main!r}, __file__, 'exec'))\n")
 
@@ -202,8 +206,8 @@ class ProcessSandbox:
         cmd = enter + [self.python, "-I", "-c", executor_code(), json.dumps(args)]
         return ExecutorClient(PipeTransport(cmd, cwd=tmp, **_as_nobody()))
 
-    def run(self, programs: list[str]) -> list[dict]:
-        return self.pool.run(programs)
+    def run(self, programs: list[str], check: bool = False) -> list[dict]:
+        return self.pool.run(programs, check)
 
     def close(self):
         self.pool.close()
