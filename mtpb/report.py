@@ -260,14 +260,14 @@ def _status_order(status: str) -> tuple[int, str]:
     return (STATUSES.index(status) if status in STATUSES else len(STATUSES), status)
 
 
-def render_html(cmp: Comparison) -> str:
+def render_html(cmp: Comparison, benchmark_tables: dict | None = None) -> str:
     import jinja2
 
     folder = data_path("reports")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)),
                              autoescape=True, trim_blocks=True, lstrip_blocks=True)
     template = env.get_template("report.html.j2")
-    return template.render(**build_context(cmp),
+    return template.render(**build_context(cmp), benchmarks=benchmark_tables,
                            css=(folder / "report.css").read_text(encoding="utf-8"),
                            js=(folder / "report.js").read_text(encoding="utf-8"))
 
@@ -279,12 +279,14 @@ def write_report(run_dirs: list[str], out: str, problems_paths: list[str] | None
     start = time.perf_counter()
     path = Path(out)
     check_output(path)
-    cmp = load_comparison(run_dirs, problems_paths, examples_per_problem=EXAMPLES_PER_PROBLEM)
+    from mtpb import benchmarks
+    compared, runs = benchmarks.split(run_dirs)  # HumanEval beside MTPB: the per-problem parts show MTPB
+    cmp = load_comparison(compared, problems_paths, examples_per_problem=EXAMPLES_PER_PROBLEM)
     exported = []
     if export_dir is not None:
         from mtpb.export import export
         exported = [str(p) for p in export(cmp, export_dir)]
-    data = render_html(cmp).encode("utf-8")
+    data = render_html(cmp, benchmarks.tables(runs)).encode("utf-8")
     # Write then rename: a reader never sees half a report.
     tmp = path.with_name(path.name + ".tmp")
     try:

@@ -15,7 +15,9 @@ def print_summary(run_dirs: list[str], console, problems_paths=None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    cmp = load_comparison(run_dirs, problems_paths, examples_per_problem=0)
+    from mtpb import benchmarks
+    compared, runs = benchmarks.split(run_dirs)
+    cmp = load_comparison(compared, problems_paths, examples_per_problem=0)
     summary = summary_table(cmp)
     ks = [c for c in summary.columns if c.startswith("pass@")]
     rows = [[rec["run"], rec["model"], fmt_params(rec["parameters"]), rec["mode"], fmt_num(rec["n"]),
@@ -49,5 +51,8 @@ def print_summary(run_dirs: list[str], console, problems_paths=None) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    found = benchmarks.tables(runs)
+    if found:
+        benchmarks.print_tables(found, console)
     for warning in cmp.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")

@@ -13,7 +13,7 @@ from pathlib import Path
 from mtpb.importer import is_imported
 from mtpb.problems import Problem
 from mtpb.prompts import MULTI, Conversation
-from mtpb.scoring import verdict
+from mtpb.scoring import check_verdict, verdict
 
 # A quoted file name with a data file's extension, as in read_csv('./datasets/melb_data.csv').
 DATA_FILE = re.compile(r"""(["'])([\w./~-]*\.(?:csv|tsv|txt|json|jsonl|xlsx?|parquet|feather|pkl|pickle"""
@@ -86,9 +86,12 @@ def reference_program(problem: Problem, test_index: int) -> tuple[str, list[str]
 def execute_references(problems: list[Problem], sandbox) -> dict:
     """Run the reference program of every test of the problems that have one (see missing_solutions)."""
     failures, unexecutable, jobs = [], [], []
+    checked = [p for p in problems if p.check is not None and p.turns[0].solution is not None]
     for problem in problems:
         if any(t.solution is None for t in problem.turns):
             unexecutable.append(problem.id)
+            continue
+        if problem.check is not None:
             continue
         for index in range(len(problem.tests)):
             program, cut = reference_program(problem, index)
@@ -105,4 +108,13 @@ def execute_references(problems: list[Problem], sandbox) -> dict:
         detail = v.error or ""
         failures.append(f"{problem.path}: test {index + 1}: {v.status}: printed {v.printed}, expected "
                         f"{expected!r}{'; ' + detail if detail else ''}")
-    return {"programs": len(jobs), "passed": passed, "failures": failures, "unexecutable": unexecutable}
+    if checked:  # the check kind: the canonical solution completes the prompt, judged by the test code
+        from mtpb.humaneval import program
+        replies = sandbox.run([program(p, p.turns[0].solution) for p in checked], check=True)
+        for problem, reply in zip(checked, replies):
+            v, result = check_verdict(reply)
+            passed += v.passed
+            if not v.passed:
+                failures.append(f"{problem.path}: {problem.check.task_id}: {v.status}: {result}")
+    return {"programs": len(jobs) + len(checked), "passed": passed, "failures": failures,
+            "unexecutable": unexecutable}
