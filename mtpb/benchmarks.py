@@ -99,7 +99,9 @@ def tables(runs: list[BenchmarkRun]) -> dict | None:
     for (model, parameters), own in _by_model(runs).items():
         mtpb = [r.pass_rate for r in own if r.benchmark == MTPB and r.mode == "multi" and r.pass_rate is not None]
         he = sorted((r for r in own if r.benchmark == HUMANEVAL), key=lambda r: (r.temperature is None, r.temperature))
-        best = {k: max(((r.pass_at_k[k], r.temperature) for r in he if k in r.pass_at_k), default=None) for k in ks}
+        # per k the (figure, temperature) of the best run; a tie goes to the lower temperature
+        best = {k: max(((r.pass_at_k[k], r.temperature) for r in he if k in r.pass_at_k),
+                       key=lambda x: (x[0], -(x[1] or 0.0)), default=None) for k in ks}
         models.append({"model": model, "params": fmt_params(parameters),
                        "mtpb": fmt_pct(max(mtpb)) if mtpb else fmt_pct(None),
                        "ks": [(fmt_pct(best[k][0]) + f" (T {fmt_num(best[k][1])})") if best[k] else fmt_pct(None)

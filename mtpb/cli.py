@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mtpb.prompts import MODES
+from mtpb.prompts import COMPLETE, MODES
 from mtpb.sandboxes import SANDBOXES
 from mtpb.scoring import RULE_SETS
 from mtpb.serve import serve_command  # stdlib + click only; the engine loads when it runs
@@ -351,7 +351,7 @@ def _interrupted(run_dir: str):
 @click.option("--backend", required=True, help="reference, replay, codegen, transformers, openai, or a plugin.")
 @click.option("--model", default=None, help="Checkpoint folder, hub id or served model name.")
 @click.option("-B", "backend_options", multiple=True, metavar="KEY=VALUE", help="A backend option (repeatable).")
-@click.option("--mode", default=None, type=click.Choice(MODES),
+@click.option("--mode", default=None, type=click.Choice((*MODES, COMPLETE.name)),
               help="multi (default), single or chat for MTPB; complete (the default) for HumanEval.")
 @click.option("--n", default=1, show_default=True, type=click.IntRange(1), help="Samples per test case.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0), callback=_finite)

@@ -100,8 +100,8 @@ class Mode:
 
 
 MULTI, SINGLE, CHAT = Mode("multi"), Mode("single", one_turn=True), Mode("chat", chat=True)
-COMPLETE = Mode("complete", as_is=True)
-MODES = (MULTI.name, SINGLE.name, CHAT.name, COMPLETE.name)
+MODES = (MULTI.name, SINGLE.name, CHAT.name)   # MTPB's
+COMPLETE = Mode("complete", as_is=True)         # HumanEval's (problems of the check kind)
 
 
 def mode_named(name: str) -> Mode:

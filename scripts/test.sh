@@ -17,7 +17,7 @@ fi
 
 # torch first and pinned: an unpinned torch may pull a multi-GB CUDA build
 python3 -m pip install -q "torch==2.13.0"
-python3 -m pip install -q -e ".[engine,hf,jax,dev,ray]" "jax[cpu]"
+python3 -m pip install -q -e ".[engine,hf,jax,dev,ray,humaneval]" "jax[cpu]"
 
 if [ -f scripts/ci_docker.sh ]; then
   bash scripts/ci_docker.sh

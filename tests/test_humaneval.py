@@ -289,3 +289,39 @@ def test_codegen_run_of_the_tiny_checkpoint_end_to_end(tmp_path, problems):
     assert all(r["status"] != "sandbox_error" for r in results)
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["pass_at_k"]) == {"pass@1"} and summary["n_problems"] == 3
+
+
+# ---------------------------------------------------------------------------- reports
+
+def _run_dir(folder: Path, scoring: str, temperature: float, pass_rate: float, at_k: dict, mode: str) -> str:
+    """A finished run of model m (350M): run.json, summary.json, one result per problem."""
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({
+        "harness": "mtpb", "backend": "codegen", "model": "m", "parameters": 350_000_000, "mode": mode, "n": 10,
+        "temperature": temperature, "top_p": 0.95, "scoring": scoring, "started": "x", "finished": "y"}))
+    (folder / "summary.json").write_text(json.dumps({"pass_rate": pass_rate, "pass_at_k": at_k}))
+    (folder / "results.jsonl").write_text("".join(
+        json.dumps({"problem_id": pid, "test_index": 0, "sample_index": 0, "status": "passed", "passed": True}) + "\n"
+        for pid in (1, 2)))
+    return str(folder)
+
+
+def test_summary_and_report_show_humaneval_beside_mtpb(tmp_path):
+    from mtpb import benchmarks
+    runs = [_run_dir(tmp_path / "mtpb", "mtpb", 0.0, 40.0, {"pass@1": 40.0}, "multi"),
+            _run_dir(tmp_path / "he-0.2", "human-eval", 0.2, 12.0, {"pass@1": 12.0, "pass@10": 20.0}, "complete"),
+            _run_dir(tmp_path / "he-0.8", "human-eval", 0.8, 8.0, {"pass@1": 8.0, "pass@10": 30.0}, "complete")]
+    compared, found = benchmarks.split(runs)
+    assert compared == runs[:1]      # the per-problem parts: MTPB's (the ids are not HumanEval's)
+    tables = benchmarks.tables(found)
+    assert tables["ks"] == ["pass@1", "pass@10"]
+    assert tables["models"] == [{"model": "m", "params": "350M", "mtpb": "40.0",
+                                 "ks": ["12.0 (T 0.2)", "30.0 (T 0.8)"]}]
+    assert [(t["temperature"], t["ks"]) for t in tables["temperatures"]] == [
+        ("0.2", [("12.0", True), ("20.0", False)]), ("0.8", [("8.0", False), ("30.0", True)])]
+    assert benchmarks.tables(found[:1]) is None   # MTPB alone: the report as before
+    done = _mtpb("summary", *runs)
+    assert "model × benchmark" in done.stdout and "30.0 (T 0.8)" in done.stdout and "30.0*" in done.stdout
+    _mtpb("report", *runs, "-o", str(tmp_path / "report.html"))
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="benchmarks"' in html and "30.0 (T 0.8)" in html and "HumanEval pass@10" in html

@@ -286,7 +286,8 @@ class Pool:
         error = None
         for _attempt in range(2):
             try:
-                reply = client.run(program, self.limits.timeout, check)
+                reply = (client.run(program, self.limits.timeout, check=True) if check
+                         else client.run(program, self.limits.timeout))
             except ExecutorDied as e:
                 error = str(e)
                 client.kill()
