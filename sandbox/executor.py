@@ -5,10 +5,9 @@ mtpb. Protocol: one JSON request a line on stdin ({"id", "program", "timeout"}, 
 check mode: executor_check.py), one JSON reply a line on stdout. The parent imports numpy once, and
 pandas before the first program that names it, so that children get them for free; each program
 runs in a forked child under rlimits, in its own session, with a private working folder. The child
-reduces the last
-printed value to canonical JSON (executor_value.py) so no untrusted object and no expected output
-ever crosses the boundary. The wall timeout is kept by this parent, outside the program's process
-group, and after each program every process and file it left is removed.
+reduces the last printed value to canonical JSON (executor_value.py) so no untrusted object and no
+expected output ever crosses the boundary. The wall timeout is kept by this parent, outside the
+program's process group, and after each program every process and file it left is removed.
 """
 import ctypes
 import gc

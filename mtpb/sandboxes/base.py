@@ -1,9 +1,9 @@
 """The sandbox protocol and the host side of the executor's line protocol, shared by both sandboxes."""
 from __future__ import annotations
 
+import hmac
 import json
 import os
-import hmac
 import queue
 import secrets
 import select
