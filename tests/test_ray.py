@@ -77,6 +77,17 @@ def test_the_suite_on_ray_gives_the_local_run_key_for_key(cluster, reference_loc
     assert cluster.leftovers() == []
 
 
+def test_humaneval_on_ray_is_judged_in_check_mode_as_locally(cluster, tmp_path):
+    """HumanEval's programs go to the sandbox hosts in check mode: the canonical solutions all pass."""
+    args = ("--backend", "reference", "--suite", "humaneval", "--ids", "0-9", "--n", "2", "--sandbox", "process")
+    local = local_run(tmp_path / "local", args)
+    out = tmp_path / "ray"
+    finish(cluster.mtpb_run(out, *args), out)
+    assert_same_run(out, local)
+    results = keyed(out / "results.jsonl")
+    assert len(results) == 20 and all(r["result"] == "passed" for r in results.values())
+
+
 def test_codegen_on_two_replicas_samples_what_one_local_engine_samples(cluster, codegen_local, tmp_path):
     out = tmp_path / "ray"
     finish(cluster.mtpb_run(out, *CODEGEN), out)
