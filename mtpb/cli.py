@@ -549,7 +549,6 @@ def summary(runs, problem_paths):
     print_summary(list(runs), out, list(problem_paths) or None)
 
 
-# ---------------------------------------------------------------------------- sandbox
 # ---------------------------------------------------------------------------- analysis
 @main.command()
 @click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False))
@@ -638,6 +637,7 @@ def diagnose(run_dir, sandbox, workers, timeout):
               f"  -> {Path(run_dir) / DIAGNOSIS_FILE}", soft_wrap=True)
 
 
+# ---------------------------------------------------------------------------- sandbox
 @main.group()
 def sandbox():
     """Build, check and clean the docker sandbox."""

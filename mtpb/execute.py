@@ -339,7 +339,8 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict | OnFirstUse,
         progress.start(len(lines), len(kept))
     writer = JsonlWriter(results_path)
     bad_lines = []
-    batches = list(chunks(todo, batch))
+    # the first line goes alone: its result is on disk as soon as the first executor answers
+    batches = [todo[:1], *chunks(todo[1:], batch)] if todo else []
     try:
         run_batch = functools.partial(_run_batch, sandbox, human_eval)
         ahead = Ahead(run_batch, batches[0]) if batches else None

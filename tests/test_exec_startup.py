@@ -29,6 +29,30 @@ def test_every_executor_starts_when_the_sandbox_opens():
         box.close()
 
 
+def test_executors_outlive_the_threads_that_started_them():
+    # bwrap --die-with-parent and the executor's PR_SET_PDEATHSIG fire when the *thread* that started it
+    # ends: executors started on the background start threads, or restarted on a pool worker, must
+    # still be the same processes batch after batch
+    box = ProcessSandbox(workers=2)
+    try:
+        box.pool.clients[1].wait_started()
+        time.sleep(0.3)   # the start threads are gone by now
+        first = [client.transport.proc.pid for client in box.pool.clients]
+        assert all(client.transport.proc.poll() is None for client in box.pool.clients)
+        for _ in range(3):
+            assert [r["stdout"] for r in box.run(["print(1)"] * 4)] == ["1\n"] * 4
+            assert [client.transport.proc.pid for client in box.pool.clients] == first
+        box.pool.clients[0].kill()            # a restart happens on a pool worker thread
+        box.run(["print(1)"])
+        restarted = box.pool.clients[0].transport.proc.pid
+        time.sleep(0.3)
+        box.run(["print(2)"] * 4)
+        assert box.pool.clients[0].transport.proc.pid == restarted
+        assert box.pool.clients[1].transport.proc.pid == first[1]
+    finally:
+        box.close()
+
+
 def test_pandas_is_imported_by_the_first_program_that_names_it_and_the_memory_allowance_follows():
     # 160 MB on top of the executor: pandas adds some 60 MB to it, which must not come out of the program's share
     box = ProcessSandbox(workers=1, limits=Limits(timeout=30, memory_mb=160))

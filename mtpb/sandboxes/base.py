@@ -10,6 +10,7 @@ import select
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Callable, Protocol
 
@@ -173,6 +174,22 @@ def seal_check(reply: dict, nonce: str) -> dict:
     return reply
 
 
+_spawner: ThreadPoolExecutor | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn(command: list[str], **popen) -> subprocess.Popen:
+    """Popen on one thread that lives as long as this process. An executor asks the kernel to kill it
+    when the thread that started it ends (PR_SET_PDEATHSIG; bwrap --die-with-parent): that is how it
+    dies with mtpb, even by kill -9. Started from a short-lived thread (a background start, a pool
+    worker's restart) it would be killed as soon as that thread returned."""
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtpb-executor-starter")
+    return _spawner.submit(subprocess.Popen, command, **popen).result()
+
+
 class PipeTransport:
     """An executor as a child process of this one, over its stdin and stdout (the process sandbox)."""
 
@@ -180,8 +197,8 @@ class PipeTransport:
         self.command, self.popen, self.proc = command, popen, None
 
     def open(self):
-        self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, **self.popen)
+        self.proc = _spawn(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           **self.popen)
 
     def is_open(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
