@@ -42,22 +42,6 @@ class EngineStats:
     calls: int = 0
 
 
-@dataclass
-class _Live:
-    """One sequence while it is generated."""
-    index: int                        # position in the caller's request list
-    prompt: list[int]
-    request: GenerationRequest
-    uniforms: UniformStream
-    reused: int = 0
-    out: list[int] = field(default_factory=list)
-    finish: str = ""
-
-    @property
-    def fed(self) -> int:             # tokens whose keys/values are in the cache
-        return len(self.prompt) + max(len(self.out) - 1, 0)
-
-
 class UniformStream:
     """Per-request uniforms in [0, 1): the n-th token of a request always uses the n-th draw."""
 
