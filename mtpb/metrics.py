@@ -59,13 +59,14 @@ def pass_rate(problems: Mapping[int, Counts]) -> float:
 @functools.lru_cache(maxsize=None)  # runs repeat few distinct (n, c, k): n = 200 makes this the slow part
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased estimator 1 - C(n-c, k) / C(n, k) (Chen et al. 2021), stable product form."""
-    import numpy as np
-
     if k > n:
         raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
     if n - c < k:
         return 1.0
-    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+    product = 1.0
+    for i in range(n - c + 1, n + 1):   # plain floats: no numpy import at the end of every command
+        product *= 1.0 - k / i
+    return 1.0 - product
 
 
 def ks_for(n: int) -> list[int]:
