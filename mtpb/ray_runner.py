@@ -134,9 +134,7 @@ class RayRunner(Runner):
         for member in list(self.cluster.hosts.members):
             while queue and member.flying < 2 * member.slots:
                 records = tuple(queue.popleft() for _ in range(min(CHUNK, len(queue))))
-                # a run is of one kind (the CLI refuses mixed ones): check mode for HumanEval's
-                check = self.problems[int(records[0]["problem_id"])].check is not None
-                ref = member.actor.run.remote([r["program"] for r in records], check)
+                ref = member.actor.run.remote([r["program"] for r in records], self.check_mode)
                 flying[ref] = (Task("execute", records), member)
                 member.flying += 1
 

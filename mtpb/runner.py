@@ -58,6 +58,8 @@ class Runner:
     def __init__(self, config: RunConfig, out: Path, backend, sandbox, problems: list[Problem], progress=None):
         self.config, self.dir, self.backend, self.sandbox = config, RunDir(out), backend, sandbox
         self.problems = {p.id: p for p in problems}
+        # a run holds one kind (the CLI refuses a mix): HumanEval's programs run in check mode
+        self.check_mode = any(p.check is not None for p in problems)
         self.progress = progress  # an object with .start(total, done) and .advance(count)
         self.params = SamplingParams(temperature=config.temperature, top_p=config.top_p, mode=config.mode,
                                      stop=stop_strings(config.mode))
@@ -215,14 +217,8 @@ class Runner:
 
     # ------------------------------------------------------------------ execution
     def _execute(self, records: list[dict], results: JsonlWriter):
-        problems = [self.problems[int(r["problem_id"])] for r in records]
-        replies: list = [None] * len(records)
-        for check in {p.check is not None for p in problems}:  # one sandbox call per kind
-            mine = [i for i, p in enumerate(problems) if (p.check is not None) == check]
-            programs = [records[i]["program"] for i in mine]
-            got = self.sandbox.run(programs, check=True) if check else self.sandbox.run(programs)
-            for i, reply in zip(mine, got):
-                replies[i] = reply
+        programs = [r["program"] for r in records]
+        replies = self.sandbox.run(programs, check=True) if self.check_mode else self.sandbox.run(programs)
         self._write_results(records, replies, results)
 
     def _write_results(self, records: list[dict], replies: list[dict], results: JsonlWriter):
