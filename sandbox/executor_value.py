@@ -98,13 +98,17 @@ def _attempt(fn):
 
 
 def normalise_original(o1):
-    """check_equivalence steps (1)-(3), exactly: returns (kind, value)."""
-    import numpy as np
+    """check_equivalence steps (1)-(3), exactly: returns (kind, value). A value of a numpy type means
+    numpy is loaded; where it is not, nothing can be one, and importing it would cost a child that
+    never used it a tenth of a second."""
+    np = sys.modules.get("numpy")
     if str(type(o1)) == "<class 'pandas.core.series.Series'>":
         return "series", o1.to_numpy()
     elif type(o1) == list:
         if len(o1) > 0 and type(o1[0]) == tuple:
             o1 = [list(t) for t in o1]
+    elif np is None:
+        pass
     elif type(o1) in [np.uint8, np.int16, np.int32, np.int64]:
         o1 = int(o1)
     elif type(o1) in [np.float16, np.float32, np.float64]:

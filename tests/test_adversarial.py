@@ -31,7 +31,7 @@ SECRET = f"secret-{secrets.token_hex(8)}"  # what the host hides from the sandbo
 PROBE = r'''
 import ctypes, os
 me = os.getpid()
-procs = []
+seen = {}
 for pid in os.listdir("/proc"):
     if not pid.isdigit() or int(pid) == me:
         continue
@@ -42,8 +42,14 @@ for pid in os.listdir("/proc"):
             ppid = int([l for l in f if l.startswith("PPid:")][0].split()[1])
     except (OSError, IndexError):
         continue
-    if int(pid) == 1 or (ppid in (0, 1) and ("executor.py" in cmd or cmd == "cat")):
+    seen[int(pid)] = (ppid, cmd)
+executors = {pid for pid, (ppid, cmd) in seen.items() if ppid in (0, 1) and "executor.py" in cmd}
+procs = []
+for pid, (ppid, cmd) in seen.items():
+    if pid == 1 or pid in executors or (ppid in (0, 1) and cmd == "cat"):
         continue  # the sandbox's init, the executor, and the docker container's idle main process
+    if ppid in executors and "executor.py" in cmd:
+        continue  # the executor's numpy helper
     procs.append(cmd or pid)
 files = [n for n in os.listdir("/tmp") if n != "run"] + ["shm/" + n for n in os.listdir("/dev/shm")]
 files += ["run/" + n for n in os.listdir(".")]
@@ -477,13 +483,22 @@ def _is_executor(pid: int) -> bool:
 
 
 def stray_processes(sandbox) -> list[str]:
-    """Anything still running below an executor once its program is over."""
+    """Anything still running below an executor once its program is over (its numpy helper, a copy of
+    it, is its own: what runs below that is not)."""
     strays, todo = [], [k for pid in _executor_pids(sandbox) for k in _children(pid)]
     while todo:
         pid = todo.pop()
-        strays.append(f"{pid} {_cmdline(pid)}")
+        if not (_is_executor(pid) and _is_executor(_parent(pid))):
+            strays.append(f"{pid} {_cmdline(pid)}")
         todo += _children(pid)
     return strays
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def assert_host_untouched(ctx: dict):
@@ -504,9 +519,15 @@ def assert_reached_nothing(reply: dict):
         f"{(reply.get('stderr') or '')[-300:]!r})")
 
 
+# A program that names numpy or pandas runs in the executor's numpy helper, a child of the executor
+# that forks it from an interpreter with them imported: every attack is tried from there too.
+WHERE = {"executor": "", "numpy helper": "# numpy\n"}
+
+
+@pytest.mark.parametrize("where", WHERE)
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
-def test_attack(box, host, attack):
-    program = attack.program.format(**host)
+def test_attack(box, host, attack, where):
+    program = WHERE[where] + attack.program.format(**host)
     reply, probe = box.run([program, PROBE])
     if attack.reports_reach:
         assert_reached_nothing(reply)
@@ -550,3 +571,29 @@ def test_a_normal_program_still_passes_after_everything(box):
     program = "import numpy as np\nimport pandas as pd\nprint(int(np.arange(5).sum() + pd.Series([1]).sum()))"
     reply = box.run([program])[0]
     assert verdict(reply, 11, "mtpb").passed, reply
+
+
+def test_programs_naming_numpy_run_in_the_helper_and_a_killed_helper_is_started_afresh(box):
+    where = ("import os, sys\nparent = open(f'/proc/{os.getppid()}/cmdline', 'rb').read()\n"
+             "print(['num' + 'py' in sys.modules, b'executor.py' in parent, os.getppid()])")  # names it only with the prefix
+    # kills every child of its executor but itself: the helper
+    kill_helper = r'''
+import os, signal
+killed = 0
+for pid in os.listdir("/proc"):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    if pid.isdigit() and int(pid) != os.getpid() and int(stat.rsplit(")", 1)[1].split()[1]) == os.getppid():
+        os.kill(int(pid), signal.SIGKILL)
+        killed += 1
+print(killed)'''
+    replies = box.run([where, "# numpy\n" + where, kill_helper, "import numpy as np\nprint(int(np.arange(4).sum()))",
+                       "# numpy\n" + where])
+    lean, helper, killed, after, helper_again = [verdict(r, None, "mtpb").printed for r in replies]
+    lean, helper, helper_again = (eval(v) for v in (lean, helper, helper_again))
+    assert lean[:2] == [False, True] and helper[:2] == [True, True], (lean, helper)
+    assert helper[2] != lean[2], "a program naming numpy ran in the executor itself"
+    assert killed == "1" and after == "6", replies
+    assert helper_again[:2] == [True, True] and helper_again[2] != helper[2], ("the helper was not started afresh", replies)
