@@ -11,12 +11,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from mtpb.prompts import COMPLETE, MODES
 from mtpb.sandboxes import SANDBOXES
 from mtpb.scoring import RULE_SETS
-from mtpb.serve import serve_command  # stdlib + click only; the engine loads when it runs
 
 console = Console(stderr=True)
 out = Console()
@@ -54,22 +52,36 @@ def _error_exit(lines: list[str]):
     sys.exit(2)
 
 
+def Table(*columns, **options):
+    from rich.table import Table
+    return Table(*columns, **options)
+
+
 def _warn(message: str):
     console.print(f"[yellow]{escape(message)}[/yellow]", highlight=False, soft_wrap=True)
 
 
-def _open_sandbox(name: str, workers: int, timeout: float | None = None):
-    """The chosen sandbox, and one line saying which it is (auto may pick either)."""
+def _open_sandbox(name: str, workers: int, timeout: float | None = None, wait: bool = True):
+    """The chosen sandbox, and one line saying which it is (auto may pick either). wait=False: the line
+    comes when the work has called ready() and starts its progress bar."""
     from mtpb.sandboxes import Limits, open_sandbox
-    box = open_sandbox(name, workers=workers, limits=Limits(timeout=timeout) if timeout else None, warn=_warn)
-    console.print(f"sandbox: {escape(box.describe())}", highlight=False, soft_wrap=True)
+    box = open_sandbox(name, workers=workers, limits=Limits(timeout=timeout) if timeout else None, warn=_warn,
+                       wait=wait)
+    if wait:
+        _say_sandbox(box)
     return box
 
 
-class Progress:
-    """A rich progress bar over programs; the runner calls start() then advance()."""
+def _say_sandbox(box):
+    console.print(f"sandbox: {escape(box.describe())}", highlight=False, soft_wrap=True)
 
-    def __init__(self, label: str):
+
+class Progress:
+    """A rich progress bar over programs; the runner calls start() then advance(). `box`: a sandbox to
+    name first."""
+
+    def __init__(self, label: str, box=None):
+        self.box = box
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TimeElapsedColumn, \
             TimeRemainingColumn, TextColumn
         self.bar = Bar(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -77,6 +89,8 @@ class Progress:
         self.task = None
 
     def start(self, total: int, done: int):
+        if self.box is not None:
+            _say_sandbox(self.box)
         if done:
             console.print(f"resuming: {done} of {total} programs done", highlight=False)
         self.bar.start()
@@ -91,7 +105,22 @@ class Progress:
             self.task = None        # stopped once: a second stop would print a blank line
 
 
-@click.group()
+class Commands(click.Group):
+    """Commands whose module is heavy to import load only when named: `serve` (its HTTP stack)."""
+    LAZY = {"serve": ("mtpb.serve", "serve_command")}
+
+    def list_commands(self, ctx):
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx, name):
+        if name in self.LAZY:
+            import importlib
+            module, attribute = self.LAZY[name]
+            return getattr(importlib.import_module(module), attribute)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=Commands)
 @click.version_option(package_name="mtpb")
 def main():
     """mtpb: multi-turn program synthesis benchmarks (MTPB, from the CodeGen paper)."""
@@ -309,18 +338,20 @@ def _raise_stopped(signum, frame):
     raise Stopped(signum)
 
 
-def _in_sandbox(sandbox: str, workers: int, timeout: float, run_dir: str, label: str, work, open_box=None):
+def _in_sandbox(sandbox: str, workers: int, timeout: float, run_dir: str, label: str, work, open_box=None,
+                wait: bool = True):
     """work(box, progress) under the run directory's lock, with the sandbox open and a progress bar;
     Ctrl-C, SIGTERM and SIGHUP keep what was done and exit 128 + the signal. open_box() opens
-    something else in the sandbox's place (a Ray cluster) that has close()."""
+    something else in the sandbox's place (a Ray cluster) that has close(). wait=False: the sandbox
+    is still starting when work begins, which calls box.ready() before it writes anything."""
     import signal
     from mtpb.rundir import RunDir
     previous = {s: signal.signal(s, _raise_stopped) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         # taken before anything of RUN is read or written: a second writer is refused at once
         with RunDir(run_dir).lock():
-            box = open_box() if open_box else _open_sandbox(sandbox, workers, timeout)
-            progress = Progress(label)
+            box = open_box() if open_box else _open_sandbox(sandbox, workers, timeout, wait)
+            progress = Progress(label, None if wait else box)
             try:
                 return work(box, progress)
             except KeyboardInterrupt as e:
@@ -498,7 +529,8 @@ def execute(samples, run_dir, sandbox, workers, timeout, scoring, problem_paths)
         timeout = TIMEOUT if is_human_eval_file(Path(samples)) else 10.0
     report = _in_sandbox(sandbox, workers, timeout, run_dir, "execute",
                          lambda box, progress: execute_file(Path(samples), Path(run_dir), box, problems, scoring,
-                                                            progress, labels=problems if problem_paths else None))
+                                                            progress, labels=problems if problem_paths else None),
+                         wait=False)
     for line in report["bad_lines"]:
         console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     out.print(f"results in {report['results']}")
@@ -685,8 +717,6 @@ def sandbox_check(name):
     if not all(r["ok"] for r in rows):
         sys.exit(1)
 
-
-main.add_command(serve_command)
 
 if __name__ == "__main__":
     main()

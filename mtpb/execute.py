@@ -326,6 +326,7 @@ def execute_file(samples: Path, out: Path, sandbox, problems: dict | OnFirstUse,
     # a line torn by kill -9 is dropped and redone (only results.jsonl: --out may hold the input itself)
     repair_tail(results_path)
     kept = _kept(samples, lines, results_path)
+    sandbox.ready()  # the executors started while the file was read and checked
     run.create()
     run.write_manifest(manifest)
     if labels is None:

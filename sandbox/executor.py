@@ -423,7 +423,6 @@ def main():
     # Everything imported so far is shared with every child: frozen, the collector never walks it,
     # so a child's collections write none of those pages (no copy-on-write faults for them).
     gc.freeze()
-    executor.start_helper()  # it imports numpy while the first programs, which seldom need it, run here
     sys.stdout.write(json.dumps({"ready": True, "pid": os.getpid(), "uid": os.getuid(),
                                  "python": sys.version.split()[0]}) + "\n")
     sys.stdout.flush()

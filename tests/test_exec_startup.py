@@ -1,7 +1,13 @@
 """What makes the first result come fast: executors started at once, numpy and pandas loaded where named,
 problem sets loaded only for lines that need them. Speed itself is measured in bench/exec_bare_fork.py."""
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +18,7 @@ from mtpb.sandboxes.process import ProcessSandbox
 from mtpb.scoring import verdict
 from tests.conftest import DEMO, write_problem
 from docker_fixtures import docker_ready, open_box, wait_for  # noqa: F401
+
 
 def test_every_executor_starts_when_the_sandbox_opens():
     box = ProcessSandbox(workers=2)
@@ -106,3 +113,28 @@ def test_a_containers_replacement_starts_before_its_quota_is_served(docker_ready
         assert uids[:4] == [uids[0]] * 4 and uids[4] != uids[0], uids
     finally:
         box.close()
+
+
+def test_execute_reads_the_file_while_executors_start_and_a_sandbox_that_cannot_start_writes_nothing(tmp_path):
+    # an interpreter that answers the sandbox's probe but cannot run the executor (outside /tmp, which
+    # the sandbox replaces, and readable by the sandbox's uid)
+    folder = Path(tempfile.mkdtemp(prefix="mtpb-test-", dir="/var/tmp"))
+    try:
+        (folder / "bin").mkdir()
+        python = folder / "bin" / "python"
+        python.write_text('#!/bin/sh\ncase "$*" in *find_spec*) exec /usr/bin/python3 "$@";; esac\n'
+                          'echo "boom: this interpreter runs no executor" >&2\nexit 3\n')
+        for path in (folder, folder / "bin", python):
+            path.chmod(0o755)
+        samples = tmp_path / "samples.jsonl"
+        samples.write_text(json.dumps({"id": "1", "input": {}, "gold_output": 3, "completions": "1 + 2"}) + "\n")
+        out = tmp_path / "out"
+        done = subprocess.run([sys.executable, "-m", "mtpb", "execute", str(samples), "--out", str(out),
+                               "--sandbox", "process"], capture_output=True, text=True,
+                              env={**os.environ, "MTPB_SANDBOX_PYTHON": str(python)})
+    finally:
+        shutil.rmtree(folder)
+    assert done.returncode == 2, done.stderr
+    assert "executor did not start" in done.stderr and "boom: this interpreter runs no executor" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (out / "run.json").exists() and not (out / "results.jsonl").exists(), sorted(out.iterdir())

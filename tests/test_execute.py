@@ -18,6 +18,9 @@ class Counting:
     def __init__(self, box):
         self.box, self.programs = box, []
 
+    def ready(self):
+        self.box.ready()
+
     def run(self, programs):
         self.programs += programs
         return self.box.run(programs)

@@ -6,8 +6,9 @@ from mtpb.sandboxes.base import Limits, Sandbox, SandboxUnavailable
 SANDBOXES = ("auto", "docker", "process")
 
 
-def open_sandbox(name: str, workers: int = 2, limits: Limits | None = None, warn=print) -> Sandbox:
-    """`auto` takes docker when an engine answers and the image is built, else process (with a warning)."""
+def open_sandbox(name: str, workers: int = 2, limits: Limits | None = None, warn=print, wait: bool = True) -> Sandbox:
+    """`auto` takes docker when an engine answers and the image is built, else process (with a warning).
+    wait=False: the executors are still starting; call ready() before the run writes anything."""
     if name not in SANDBOXES:
         raise SandboxUnavailable(f"unknown sandbox {name!r}: choose one of {', '.join(SANDBOXES)}")
     if name in ("auto", "docker"):
@@ -17,7 +18,7 @@ def open_sandbox(name: str, workers: int = 2, limits: Limits | None = None, warn
             reason = f"the docker sandbox is not available here ({e})"
         else:
             try:  # it checks the engine and the image itself, first thing: asked once, not twice
-                return docker_sandbox.DockerSandbox(workers=workers, limits=limits)
+                return docker_sandbox.DockerSandbox(workers=workers, limits=limits, wait=wait)
             except SandboxUnavailable as e:  # no engine, no image, or an engine that refuses the hardening
                 if name == "docker":
                     raise
@@ -26,7 +27,7 @@ def open_sandbox(name: str, workers: int = 2, limits: Limits | None = None, warn
             raise SandboxUnavailable(reason)
         warn(f"sandbox: using process, not docker: {reason}")
     from mtpb.sandboxes.process import ProcessSandbox
-    sandbox = ProcessSandbox(workers=workers, limits=limits)
+    sandbox = ProcessSandbox(workers=workers, limits=limits, wait=wait)
     if sandbox.warning:
         warn(f"sandbox: {sandbox.warning}")
     return sandbox

@@ -1,16 +1,13 @@
 """The sandbox protocol and the host side of the executor's line protocol, shared by both sandboxes."""
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import queue
-import secrets
 import select
 import subprocess
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Callable, Protocol
 
@@ -46,8 +43,12 @@ class Sandbox(Protocol):
         check: the programs are judged by their own tests (check mode, see ExecutorClient.run)."""
         ...
 
+    def ready(self) -> None:
+        """Wait until the sandbox can take programs; SandboxUnavailable (and closed) if it cannot."""
+        ...
+
     def describe(self) -> str:
-        """One line naming the sandbox and what runs the programs, printed as a run starts."""
+        """One line naming the sandbox and what runs the programs, printed as a run starts (after ready)."""
         ...
 
     def close(self) -> None: ...
@@ -130,6 +131,7 @@ class ExecutorClient:
         self._requests += 1
         request = {"id": self._requests, "program": program, "timeout": timeout}
         if check:
+            import secrets
             nonce = secrets.token_hex(16)
             request.update(timeout=timeout + CHECK_GRACE, check={"alarm": timeout, "nonce": nonce})
         self.transport.send((json.dumps(request) + "\n").encode())
@@ -164,6 +166,7 @@ def seal_check(reply: dict, nonce: str) -> dict:
     wrote after the program ({"outcome", "exception"}) only when it carries this request's nonce, else
     None. The nonce never appears in the program's text; a program that prints, exits, or kills its
     executor before its tests finish leaves no outcome with it (sandbox/executor_check.py)."""
+    import hmac
     result = reply.pop("result", None)
     reply["check"] = None
     if isinstance(result, dict) and isinstance(result.get("nonce"), str) \
@@ -174,7 +177,7 @@ def seal_check(reply: dict, nonce: str) -> dict:
     return reply
 
 
-_spawner: ThreadPoolExecutor | None = None
+_spawns: queue.Queue | None = None
 _spawner_lock = threading.Lock()
 
 
@@ -183,11 +186,26 @@ def _spawn(command: list[str], **popen) -> subprocess.Popen:
     when the thread that started it ends (PR_SET_PDEATHSIG; bwrap --die-with-parent): that is how it
     dies with mtpb, even by kill -9. Started from a short-lived thread (a background start, a pool
     worker's restart) it would be killed as soon as that thread returned."""
-    global _spawner
+    global _spawns
     with _spawner_lock:
-        if _spawner is None:
-            _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtpb-executor-starter")
-    return _spawner.submit(subprocess.Popen, command, **popen).result()
+        if _spawns is None:
+            _spawns = queue.Queue()
+            threading.Thread(target=_spawner, args=(_spawns,), name="mtpb-executor-starter", daemon=True).start()
+    answer: queue.Queue = queue.Queue()
+    _spawns.put((command, popen, answer))
+    proc, error = answer.get()
+    if error is not None:
+        raise error
+    return proc
+
+
+def _spawner(spawns: queue.Queue):
+    while True:
+        command, popen, answer = spawns.get()
+        try:
+            answer.put((subprocess.Popen(command, **popen), None))
+        except BaseException as e:  # OSError and the like: raised again in the thread that asked
+            answer.put((None, e))
 
 
 class PipeTransport:

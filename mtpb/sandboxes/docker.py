@@ -345,7 +345,7 @@ class DockerSandbox:
     name = "docker"
 
     def __init__(self, workers: int = 2, limits: Limits | None = None, image: str | None = None,
-                 recycle_after: int | None = None, hardening: Hardening | None = None):
+                 recycle_after: int | None = None, hardening: Hardening | None = None, wait: bool = True):
         self.limits = limits or Limits()
         reason = quick_reason()
         if reason:
@@ -370,22 +370,27 @@ class DockerSandbox:
             ContainerTransport(self.image, i, self.owner, self.limits, hardening, address,
                                uids=(FIRST_UID + i, FIRST_UID + workers + i)), max(1, recycle_after)),
             workers, self.limits)
-        self._start_all()
+        # every slot starts now, at once, and the first programs go as soon as one container answers (the
+        # others join as they come up; one that cannot start stops the run at its first program)
+        for client in self.pool.clients:
+            client.start_in_background()
+        self._ready = False
+        if wait:
+            self.ready()
 
     def describe(self) -> str:
         return f"docker (image {self.image}; {len(self.pool.clients)} container(s), no network)"
 
-    def _start_all(self):
-        """Start every slot now, at once, and wait for the first: a broken image or engine shows before
-        the first batch, and the first programs go as soon as one container answers (the others join
-        as they come up; one that cannot start stops the run at its first program)."""
-        for client in self.pool.clients:
-            client.start_in_background()
-        try:
-            self.pool.clients[0].wait_started()
-        except SandboxUnavailable:
-            self.close()
-            raise
+    def ready(self):
+        """Wait for the first container, so that a broken image or engine shows before the run begins
+        (see ProcessSandbox.ready)."""
+        if not self._ready:
+            try:
+                self.pool.clients[0].wait_started()
+            except SandboxUnavailable:
+                self.close()
+                raise
+            self._ready = True
 
     @property
     def clients(self) -> list[ContainerClient]:

@@ -154,7 +154,8 @@ def _remove_dead_leftovers():
 class ProcessSandbox:
     name = "process"
 
-    def __init__(self, workers: int = 2, limits: Limits | None = None, use_bwrap: bool | None = None):
+    def __init__(self, workers: int = 2, limits: Limits | None = None, use_bwrap: bool | None = None,
+                 wait: bool = True):
         self.limits = limits or Limits()
         interpreter = sandbox_interpreter()
         self.python = interpreter.python
@@ -169,16 +170,25 @@ class ProcessSandbox:
         if self.warning is None and len(self._cgroups) < len(self.pool.clients):
             self.warning = ("no writable memory cgroup: memory is bounded per process (RLIMIT_AS), "
                             "not for the whole sandbox")
-        # every executor starts now, at once; the first one's answer is awaited, so a sandbox that cannot
-        # start says why before the run begins, and the first programs go as soon as it is ready
+        # every executor starts now, at once, and the first programs go as soon as one is ready
         for client in self.pool.clients:
             client.start_in_background()
-        try:
-            self.pool.clients[0].wait_started()
-        except ExecutorDied as e:
-            self.close()
-            raise SandboxUnavailable(f"the process sandbox's executor did not start: {e}\n{_hint(str(e))}") from None
-        self.hello = self.pool.clients[0].hello
+        self.hello = None
+        if wait:
+            self.ready()
+
+    def ready(self):
+        """Wait for the first executor, so that a sandbox that cannot start says why before the run
+        begins. Opened with wait=False, the caller does its own work while the executors start, and
+        calls this before it writes anything."""
+        if self.hello is None:
+            try:
+                self.pool.clients[0].wait_started()
+            except ExecutorDied as e:
+                self.close()
+                raise SandboxUnavailable(f"the process sandbox's executor did not start: {e}\n{_hint(str(e))}") \
+                    from None
+            self.hello = self.pool.clients[0].hello
 
     def describe(self) -> str:
         """One line for the start of a run: what isolates the programs and which interpreter runs them."""
