@@ -1,6 +1,6 @@
 """`mtpb execute` against the bare fork-per-program limit, whole commands, on one generated samples file.
 
-    python bench/exec_bare_fork.py [--n 4200] [--rounds 2] [--workers 2] [--no-docker]
+    python bench/exec_bare_fork.py [--n 4200] [--rounds 2] [--workers 2] [--no-docker] [--numpy-pandas-only]
 
 Writes --n small MTPB-style programs in the original sampler's format (`completions` ending in an
 expression, numpy or pandas in about a tenth of them), then times, each as a whole command on that
@@ -14,6 +14,8 @@ Then the time to the first result: `mtpb execute` on the file's first 10 lines, 
 start until its results.jsonl holds a line (median of --first-tries), for each sandbox.
 Every runner's pass count must equal the baseline's. Floors: each sandbox >= 0.8x the baseline's
 programs/s; first result <= 0.5 s (process) and <= 1 s (docker). Exit status 1 when one is missed.
+--numpy-pandas-only: a corpus of only the programs that import numpy or pandas, which the executor
+forks from its helper with both imported, as the baseline forks every program (see docs/sandbox.md).
 """
 from __future__ import annotations
 
@@ -67,11 +69,11 @@ def _gold(program: str):
     return value.item() if hasattr(value, "item") else value
 
 
-def write_corpus(path: Path, n: int, seed: int = 0):
+def write_corpus(path: Path, n: int, seed: int = 0, numpy_pandas_only: bool = False):
     rng = random.Random(seed)
     with path.open("w") as f:
         for i in range(n):
-            program = _program(rng, i)
+            program = _program(rng, i % 2 if numpy_pandas_only else i)
             f.write(json.dumps({"id": str(1 + i % 115), "input": {"case": i % 5}, "gold_output": _gold(program),
                                 "completions": program}) + "\n")
 
@@ -214,6 +216,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="one per core by default")
     parser.add_argument("--first-tries", type=int, default=5, help="runs of the 10-line file per sandbox")
     parser.add_argument("--no-docker", action="store_true", help="skip the docker pool (its floors then fail)")
+    parser.add_argument("--numpy-pandas-only", action="store_true", help="only programs importing numpy or pandas")
     parser.add_argument("--baseline", metavar="FILE", help=argparse.SUPPRESS)  # the baseline's own process
     args = parser.parse_args(argv)
     if args.baseline:
@@ -227,7 +230,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="mtpb-bench-fork-"))
     try:
         samples, first = work / "samples.jsonl", work / "first.jsonl"
-        write_corpus(samples, args.n)
+        write_corpus(samples, args.n, numpy_pandas_only=args.numpy_pandas_only)
         first.write_text("".join(samples.read_text().splitlines(keepends=True)[:FIRST_LINES]))
         load = os.getloadavg()
         print(f"{os.cpu_count()} CPUs, load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at start; {args.workers} workers; "

@@ -430,6 +430,10 @@ def main():
         executor.serve(sys.stdin, sys.stdout)
     except HelperDied as e:
         sys.exit(str(e))
+    if executor.helper is not None:  # end of input: the helper's too, and it is waited for
+        _, to_helper, _ = executor.helper
+        to_helper.close()
+        os.waitpid(executor.helper[0], 0)
 
 
 if __name__ == "__main__":
