@@ -44,7 +44,7 @@ class Hardening:
     """What every container gets beyond the image: no network, nothing writable but two small tmpfs."""
     tmp_mb: int = 256            # /tmp, the program's working folder
     shm_mb: int = 64             # /dev/shm
-    executor_mb: int = 512       # the executor itself (numpy and pandas imported) on top of the program's limit
+    executor_mb: int = 512       # the executor and its helper (numpy and pandas) on top of the program's limit
     cpus: float = 1.0
     extra_pids: int = 16         # init, the executor and its threads on top of the program's nproc
 
