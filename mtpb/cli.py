@@ -52,8 +52,8 @@ def _error_exit(lines: list[str]):
     sys.exit(2)
 
 
-def Table(*columns, **options):
-    from rich.table import Table
+def _table(*columns, **options):
+    from rich.table import Table  # only the commands that print one load it
     return Table(*columns, **options)
 
 
@@ -139,7 +139,7 @@ def problems_list(paths):
     """The problem sets of PATHS (`suite`: the bundled suite, `humaneval`: HumanEval; default: suite and
     $MTPB_PROBLEMS)."""
     from mtpb.problems import load_problems
-    table = Table("id", "name", "category", "turns", "max_gen_length")
+    table = _table("id", "name", "category", "turns", "max_gen_length")
     for p in load_problems(paths or None):
         table.add_row(str(p.id), escape(p.name), escape(p.category), str(len(p.turns)), str(p.max_gen_length))
     out.print(table)
@@ -172,7 +172,7 @@ def problems_show(problem_id, paths):
         out.print(f"\n[cyan]test code[/cyan] (then check({escape(p.check.entry_point)})):", highlight=False)
         out.print(p.check.test, highlight=False, markup=False)
         return
-    table = Table("test", "inputs", "output")
+    table = _table("test", "inputs", "output")
     for i, t in enumerate(p.tests, start=1):
         table.add_row(str(i), escape(repr(t.inputs)), escape(repr(t.output)))
     out.print(table)
@@ -303,7 +303,7 @@ def problems_stats(paths):
     from mtpb.stats import suite_stats
     stats = suite_stats(load_problems(paths or None))
     for title, counts in stats.items():
-        table = Table(title, "count", title_justify="left")
+        table = _table(title, "count", title_justify="left")
         for key, value in counts.items():
             table.add_row(str(key), str(value))
         out.print(table)
@@ -645,7 +645,7 @@ def perplexity(run_dir, model, scorer, modes, device, dtype, batch_size, ids, pr
             summary = ppl.write_perplexity(Path(out_dir), dialogues, engine, settings, progress)
     finally:
         progress.stop()
-    table = Table("mode", "prompt perplexity", "problems", "dialogues", "tokens")
+    table = _table("mode", "prompt perplexity", "problems", "dialogues", "tokens")
     for mode, m in summary["modes"].items():
         table.add_row(mode, f"{m['perplexity']:.3f}", str(m["n_problems"]), str(m["n_dialogues"]), str(m["tokens"]))
     out.print(table)
@@ -710,7 +710,7 @@ def sandbox_check(name):
         rows = run_checks(box)
     finally:
         box.close()
-    table = Table("check", "expected", "got", "ok", title=f"sandbox: {box.name}")
+    table = _table("check", "expected", "got", "ok", title=f"sandbox: {box.name}")
     for row in rows:
         table.add_row(row["check"], row["expected"], row["got"], "[green]yes[/green]" if row["ok"] else "[red]NO[/red]")
     out.print(table)

@@ -6,12 +6,12 @@ check mode: executor_check.py), one JSON reply a line on stdout. Each program ru
 under rlimits, in its own session, with a private working folder. Forking costs in proportion to
 what the forking process has mapped: ~0.5 ms from a bare interpreter, ~4 ms once numpy and pandas
 are imported. So this executor imports neither, and forks the programs that do not name them; a
-program that names numpy, pandas or a library built on them goes to a copy of this executor (its
-child, forked on first need) that has numpy imported, and pandas once a program names it, so that
-those programs get them for free. The child
-reduces the last printed value to canonical JSON (executor_value.py) so no untrusted object and no
-expected output ever crosses the boundary. The wall timeout is kept by this parent, outside the
-program's process group, and after each program every process and file it left is removed.
+program that names numpy, pandas or a library built on them goes to the helper, a copy of this
+executor (its child, forked on first need) that has numpy imported, and pandas once a program names
+it, so that those programs get them for free. The child reduces the last printed value to canonical
+JSON (executor_value.py) so no untrusted object and no expected output ever crosses the boundary.
+The wall timeout is kept by the forking parent, outside the program's process group, and after each
+program every process and file it left is removed.
 """
 import ctypes
 import gc

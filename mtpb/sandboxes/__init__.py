@@ -6,7 +6,8 @@ from mtpb.sandboxes.base import Limits, Sandbox, SandboxUnavailable
 SANDBOXES = ("auto", "docker", "process")
 
 
-def open_sandbox(name: str, workers: int = 2, limits: Limits | None = None, warn=print, wait: bool = True) -> Sandbox:
+def open_sandbox(name: str, workers: int = 2, limits: Limits | None = None, warn=print,
+                 wait: bool = True) -> Sandbox:
     """`auto` takes docker when an engine answers and the image is built, else process (with a warning).
     wait=False: the executors are still starting; call ready() before the run writes anything."""
     if name not in SANDBOXES:
