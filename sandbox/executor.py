@@ -6,9 +6,10 @@ check mode: executor_check.py), one JSON reply a line on stdout. Each program ru
 under rlimits, in its own session, with a private working folder. Forking costs in proportion to
 what the forking process has mapped: ~0.5 ms from a bare interpreter, ~4 ms once numpy and pandas
 are imported. So this executor imports neither, and forks the programs that do not name them; a
-program that names numpy, pandas or a library built on them goes to the helper, a copy of this
-executor (its child, forked on first need) that has numpy imported, and pandas once a program names
-it, so that those programs get them for free. The child reduces the last printed value to canonical
+program that names numpy or a library built on it goes to the numpy helper, a copy of this executor
+(its child, forked on first need) with numpy imported, and one that names pandas to the pandas
+helper, with both imported, so that those programs get them for free. (MTPB's prompts start with
+`import numpy as np`: most programs need numpy, few pandas, which doubles the cost of a fork.) The child reduces the last printed value to canonical
 JSON (executor_value.py) so no untrusted object and no expected output ever crosses the boundary.
 The wall timeout is kept by the forking parent, outside the program's process group, and after each
 program every process and file it left is removed.
@@ -46,9 +47,11 @@ SHIELDED = [s for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIG
                         signal.SIGUSR2, signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO,
                         signal.SIGPWR, signal.SIGTRAP, signal.SIGSYS, signal.SIGXCPU)]
 UNPRIVILEGED = 65534
-# A program that names one of these runs in the executor's copy with numpy (and pandas) imported. One
-# that reaches numpy another way runs here and imports it itself: the same answer, only slower.
+# A program that names pandas runs in the pandas helper (numpy and pandas imported), one that names
+# another of these in the numpy helper. One that reaches numpy another way runs here and imports it
+# itself: the same answer, only slower.
 SCIENTIFIC = ("numpy", "pandas", "sklearn", "scipy", "matplotlib", "seaborn", "statsmodels")
+HELPERS = {"numpy": ("numpy",), "pandas": ("numpy", "pandas")}  # what each helper imports
 LIMITS = {  # defaults; the host overrides them per executor in the "limits" of its JSON argument
     "memory_mb": 1024,     # address space on top of what the executor itself maps
     "nproc": 64,           # processes of the sandbox user on top of those alive at start
@@ -98,9 +101,8 @@ class Executor:
         # replies to our stdout, read requests from our stdin) nor ptrace us. Children inherit it.
         _prctl(PR_SET_DUMPABLE, 0)
         self.dispositions = {sig: signal.signal(sig, signal.SIG_IGN) for sig in SHIELDED}
-        self.scientific = False   # True in the copy that serves the programs naming numpy or pandas
-        self.pandas_imported = False
-        self.helper = None        # here: that copy, as (pid, its stdin, its stdout), forked on first need
+        self.scientific = False   # True in a helper: a copy that serves the programs naming numpy or pandas
+        self.helpers = {}         # here: kind -> (pid, its stdin, its stdout), each forked on first need
         self.workdir = os.path.join(tmp_root, "run")  # each program's, made afresh and removed after it
         # set here once for every child (each would pay for the update of os.environ and the C environ)
         os.environ.update(HOME=self.workdir, TMPDIR=self.workdir)
@@ -151,7 +153,7 @@ class Executor:
 
     # ------------------------------------------------------------------ parent side
     def serve(self, requests, replies):
-        """Answer each request line with one reply line, in order. The helper first says it took the
+        """Answer each request line with one reply line, in order. A helper first says it took the
         request, with an empty line."""
         for line in requests:
             if line.strip():
@@ -167,9 +169,7 @@ class Executor:
             request = json.loads(line)
             program = request["program"]
             if not self.scientific and any(name in program for name in SCIENTIFIC):
-                return self.ask_helper(line)
-            if self.scientific and not self.pandas_imported and "pandas" in program:
-                self.import_library("pandas")
+                return self.ask_helper("pandas" if "pandas" in program else "numpy", line)
             reply = self.run(program, float(request.get("timeout", 10)), request.get("check"))
         except HelperDied:
             raise
@@ -178,27 +178,27 @@ class Executor:
         reply["id"] = request.get("id")
         return json.dumps(reply, allow_nan=True)
 
-    def import_library(self, name: str):
-        """numpy (~0.1 s) and pandas (~0.3 s) are imported once, in the helper, so that its children get
+    def import_libraries(self, names: tuple[str, ...]):
+        """numpy (~0.1 s) and pandas (~0.3 s) are imported once, in a helper, so that its children get
         them for free (a program that reaches them otherwise imports them in its own child)."""
-        self.pandas_imported |= name == "pandas"
-        try:
-            __import__(name)
-        except ImportError:  # the reducer and programs then simply lack it
-            return
+        for name in names:
+            try:
+                __import__(name)
+            except ImportError:  # the reducer and programs then simply lack it
+                pass
         gc.freeze()
         # the program's allowance stays on top of what the executor maps, the library now included
         self.address_space = _vm_size() + (self.limits["memory_mb"] << 20)
 
-    def ask_helper(self, line: str) -> str:
+    def ask_helper(self, kind: str, line: str) -> str:
         """The helper's reply to one request line. A helper that died before it took the request (a
         program may kill it) is started afresh and asked again; one that dies while it holds a program
         takes this executor with it, so the host sees what it sees when a program kills the executor,
         and retries the program once."""
         for _attempt in range(2):
-            if self.helper is None:
-                self.start_helper()
-            _, to_helper, from_helper = self.helper
+            if kind not in self.helpers:
+                self.start_helper(kind)
+            _, to_helper, from_helper = self.helpers[kind]
             try:
                 to_helper.write(line if line.endswith("\n") else line + "\n")
                 to_helper.flush()
@@ -207,7 +207,7 @@ class Executor:
                 taken = ""
             if taken == "\n":
                 break
-            self.stop_helper()
+            self.stop_helper(kind)
         else:
             raise HelperDied("the executor's numpy helper died twice before it took a program")
         try:
@@ -218,7 +218,7 @@ class Executor:
             raise HelperDied("the executor's numpy helper died while it ran a program")
         return reply[:-1]
 
-    def start_helper(self):
+    def start_helper(self, kind: str):
         to_read, to_write = os.pipe()
         from_read, from_write = os.pipe()
         sys.stdout.flush()
@@ -231,23 +231,26 @@ class Executor:
                 os.dup2(from_write, 1)
                 for fd in (to_read, to_write, from_read, from_write):
                     os.close(fd)
+                for other in list(self.helpers):  # another helper's pipes are not this one's to hold
+                    self.stop_helper(other, kill=False)
                 self.scientific = True
-                self.import_library("numpy")
+                self.import_libraries(HELPERS[kind])
                 self.serve(open(0, "r", closefd=False), open(1, "w", closefd=False))
             finally:
                 os._exit(0)
         os.close(to_read)
         os.close(from_write)
-        self.helper = (pid, open(to_write, "w"), open(from_read, "r"))
+        self.helpers[kind] = (pid, open(to_write, "w"), open(from_read, "r"))
 
-    def stop_helper(self):
-        pid, to_helper, from_helper = self.helper
-        self.helper = None
+    def stop_helper(self, kind: str, kill: bool = True):
+        pid, to_helper, from_helper = self.helpers.pop(kind)
         for f in (to_helper, from_helper):
             try:
                 f.close()
             except OSError:
                 pass
+        if not kill:
+            return
         try:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
@@ -333,12 +336,12 @@ class Executor:
 
     def _kill_leftovers(self):
         """Kill every descendant left (daemons, stopped or setsid'd ones): as subreaper we adopt them.
-        The helper is ours to keep."""
-        me, keep = os.getpid(), self.helper[0] if self.helper else None
+        The helpers are ours to keep."""
+        me, keep = os.getpid(), {pid for pid, _, _ in self.helpers.values()}
         for _ in range(1000):
             try:
                 with open(f"/proc/{me}/task/{me}/children") as f:
-                    kids = [int(x) for x in f.read().split() if int(x) != keep]
+                    kids = [int(x) for x in f.read().split() if int(x) not in keep]
             except OSError:
                 kids = []
             if not kids:
@@ -430,10 +433,9 @@ def main():
         executor.serve(sys.stdin, sys.stdout)
     except HelperDied as e:
         sys.exit(str(e))
-    if executor.helper is not None:  # end of input: the helper's too, and it is waited for
-        _, to_helper, _ = executor.helper
+    for pid, to_helper, _ in executor.helpers.values():  # end of input: the helpers' too, waited for
         to_helper.close()
-        os.waitpid(executor.helper[0], 0)
+        os.waitpid(pid, 0)
 
 
 if __name__ == "__main__":

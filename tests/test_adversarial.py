@@ -595,5 +595,5 @@ print(killed)'''
     lean, helper, helper_again = (eval(v) for v in (lean, helper, helper_again))
     assert lean[:2] == [False, True] and helper[:2] == [True, True], (lean, helper)
     assert helper[2] != lean[2], "a program naming numpy ran in the executor itself"
-    assert killed == "1" and after == "6", replies
+    assert int(killed) >= 1 and after == "6", replies  # the numpy helper, and the pandas one if it runs
     assert helper_again[:2] == [True, True] and helper_again[2] != helper[2], ("the helper was not started afresh", replies)
