@@ -14,11 +14,7 @@
 # Every step has its own time limit; the whole script stays under 6 minutes.
 set -u
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-export TRANSFORMERS_VERBOSITY=error
-PY=${PYTHON:-python3}
-START=$(date +%s)
+. bench/engine_steps.sh   # the environment, PY, START and step()
 
 echo "== environment"
 "$PY" - <<'EOF' || { echo "missing packages: need torch, transformers, tokenizers, safetensors"; exit 1; }
@@ -29,15 +25,6 @@ assert torch.cuda.is_available(), "no CUDA device visible"
 p = torch.cuda.get_device_properties(0)
 print(f"gpu: {p.name}, {p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs")
 EOF
-[ -f checkpoints/tiny-codegen/tokenizer.json ] || { echo "checkpoints/tiny-codegen missing (its tokenizer is used)"; exit 1; }
-
-step() {   # step SECONDS TITLE ARGS...
-    local limit=$1 title=$2; shift 2
-    echo; echo "== $title  (limit ${limit}s, $(( $(date +%s) - START ))s elapsed)"
-    timeout --signal=KILL "$limit" "$PY" bench/engine.py "$@"
-    local rc=$?
-    [ $rc -eq 0 ] || echo "!! $title ended with status $rc"
-}
 
 step 75 "350M workload" workload --random-shape 350M --problems 8 --device cuda --dtype fp16 --allow-mismatch
 step 55 "350M decode" decode --shape 350M --tokens 128 --batches 1,16 --device cuda --dtype fp16

@@ -16,11 +16,7 @@
 # Every step has its own time limit.
 set -u
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-export TRANSFORMERS_VERBOSITY=error
-PY=${PYTHON:-python3}
-START=$(date +%s)
+. bench/engine_steps.sh   # the environment, PY, START and step()
 
 echo "== environment"
 "$PY" - <<'PYEOF' || { echo "missing packages: need jax[tpu], tokenizers, ml_dtypes"; exit 1; }
@@ -30,15 +26,6 @@ print(f"python {sys.version.split()[0]}, jax {jax.__version__}, tokenizers {toke
 print(f"devices: {len(devices)} x {devices[0].device_kind} ({devices[0].platform})")
 assert devices[0].platform == "tpu", "no TPU visible to JAX"
 PYEOF
-[ -f checkpoints/tiny-codegen/tokenizer.json ] || { echo "checkpoints/tiny-codegen missing (its tokenizer is used)"; exit 1; }
-
-step() {   # step SECONDS TITLE ARGS...
-    local limit=$1 title=$2; shift 2
-    echo; echo "== $title  (limit ${limit}s, $(( $(date +%s) - START ))s elapsed)"
-    timeout --signal=KILL "$limit" "$PY" bench/engine.py "$@"
-    local rc=$?
-    [ $rc -eq 0 ] || echo "!! $title ended with status $rc"
-}
 
 # 350M: data-parallel over every chip (the default mesh when the weights fit one chip's memory)
 step 300 "350M jax-decode" jax-decode --shape 350M --tokens 128 --batches 1,32 --device tpu --dtype bf16
