@@ -128,7 +128,7 @@ def load_results(run_dir: str | Path, warnings: list[str]):
     if not path.exists():
         raise RunDirError(f"{path}: missing: the run's programs were never executed "
                           f"(continue the run with the same `mtpb run` command, or `mtpb execute`)")
-    from mtpb.diagnose import read_diagnoses
+    from mtpb.diagnose import read_diagnoses, standing
     diagnoses = read_diagnoses(Path(run_dir))
     cols = {"problem_id": [], "test_index": [], "sample_index": [], "status": [], "passed": [],
             "broke_at_turn": [], "broke_how": []}
@@ -147,8 +147,7 @@ def load_results(run_dir: str | Path, warnings: list[str]):
         cols["status"].append(status)
         cols["passed"].append(passed)
         # `mtpb diagnose` wrote where this very result (same status) broke; a result carries it too
-        d = diagnoses.get(key)
-        d = d if d is not None and d.get("status") == status else obj
+        d = standing(diagnoses.get(key), status) or obj
         cols["broke_at_turn"].append(_as_int(d.get("broke_at_turn")))
         cols["broke_how"].append(d.get("broke_how") if isinstance(d.get("broke_how"), str) else None)
         details.append((obj.get("printed"), obj.get("expected"), obj.get("error")))

@@ -11,8 +11,8 @@ turn, by its own exception, timeout or kill, or, having run to the end, with "wr
 
 results.jsonl stays append-only: diagnoses go to RUN/diagnosis.jsonl, one line per diagnosed
 result (problem_id, test_index, sample_index, status of the result diagnosed, broke_at_turn,
-broke_how, cut_seconds), appended and resumable; readers merge it into the results with
-`diagnosed_results`. A result that a resumed run later re-executed with another status is
+broke_how), appended and resumable; readers merge it into the results with `diagnosed_results`
+(or `standing`, one key at a time). A result that a resumed run later re-executed with another status is
 diagnosed again.
 """
 from __future__ import annotations
@@ -54,12 +54,18 @@ def read_diagnoses(run_dir: Path) -> dict[tuple, dict]:
     return out
 
 
+def standing(diagnosis: dict | None, status) -> dict | None:
+    """The diagnosis if it is of the result that stands now (same status), else None: a result a resumed
+    run re-executed with another status is not the one diagnosed."""
+    return diagnosis if diagnosis is not None and diagnosis.get("status") == status else None
+
+
 def diagnosed_results(run_dir: Path) -> Iterator[dict]:
     """Each standing result, with broke_at_turn and broke_how where a diagnosis of that same result exists."""
     diagnoses = read_diagnoses(run_dir)
     for key, r in latest_results(run_dir).items():
-        d = diagnoses.get(key)
-        if d is not None and d.get("status") == r.get("status"):
+        d = standing(diagnoses.get(key), r.get("status"))
+        if d is not None:
             r = {**r, "broke_at_turn": d.get("broke_at_turn"), "broke_how": d.get("broke_how")}
         yield r
 
@@ -107,7 +113,7 @@ def diagnose(run_dir: Path, sandbox, progress=None, batch: int = 64) -> dict:
     mode = str(manifest.get("mode") or "multi")
     results, done = latest_results(run_dir), read_diagnoses(run_dir)
     todo = {k for k, r in results.items() if r.get("status") in DIAGNOSED
-            and (k not in done or done[k].get("status") != r.get("status"))}
+            and standing(done.get(k), r.get("status")) is None}
     if progress:
         progress.start(len(todo), 0)
     spent, programs, counts = 0.0, 0, {"diagnosed": 0}
